@@ -1,0 +1,117 @@
+"""Folders of CAPTCHA images: which files, what their labels are, and the seeded split.
+
+A labelled folder holds one image per file; the label is the file stem (``3ebpw.png`` reads
+"3ebpw"), or, where labels cannot be file names, a ``labels.csv`` with columns ``file,label``
+beside the images (it wins over stems for the files it names).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.load import IMAGE_SUFFIXES
+
+LABELS_CSV = "labels.csv"
+
+
+class FolderError(ValueError):
+    """The folder itself is unusable (missing, not a folder, no images); one-line reason."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image file of a folder."""
+
+    path: Path  # absolute or as given
+    rel: str  # path relative to the folder, with forward slashes: the row key in outputs
+    label: str | None  # the known text, or None
+
+
+def list_images(folder: str | Path, *, recursive: bool = True) -> list[Item]:
+    """Every image file under ``folder`` (sorted by relative path), with its label where known.
+
+    Raises:
+        FolderError: the folder is missing, not a directory, or unreadable.
+    """
+    root = Path(folder)
+    if not root.exists():
+        raise FolderError(f"folder not found: {root}")
+    if not root.is_dir():
+        raise FolderError(f"not a folder: {root}")
+    try:
+        pattern = "**/*" if recursive else "*"
+        files = sorted(
+            (p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+            key=lambda p: p.relative_to(root).as_posix(),
+        )
+    except OSError as exc:
+        raise FolderError(f"cannot list folder {root}: {exc.strerror or exc}") from None
+    csv_labels = read_labels_csv(root / LABELS_CSV)
+    items = []
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        label = csv_labels.get(rel, csv_labels.get(path.name, label_from_stem(path)))
+        items.append(Item(path=path, rel=rel, label=label))
+    return items
+
+
+def label_from_stem(path: Path) -> str | None:
+    """The label a file name carries: its stem (None for a blank stem)."""
+    stem = path.stem.strip()
+    return stem or None
+
+
+def read_labels_csv(path: Path) -> dict[str, str]:
+    """``file,label`` rows of a labels.csv (header optional); empty dict where there is none."""
+    if not path.is_file():
+        return {}
+    labels: dict[str, str] = {}
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        for row in csv.reader(fh):
+            if len(row) < 2 or not row[0].strip():
+                continue
+            name, label = row[0].strip(), row[1].strip()
+            if (name.lower(), label.lower()) == ("file", "label"):
+                continue
+            labels[name.replace("\\", "/")] = label
+    return labels
+
+
+def labelled(items: Sequence[Item]) -> list[Item]:
+    """The items whose label is known."""
+    return [it for it in items if it.label]
+
+
+def charset_of(labels: Sequence[str]) -> str:
+    """The sorted set of characters the labels use: a scheme's character set comes from its data."""
+    return "".join(sorted(set("".join(labels))))
+
+
+def lengths_of(labels: Sequence[str]) -> list[int]:
+    """Label lengths that occur, most frequent first."""
+    return [n for n, _ in Counter(len(t) for t in labels).most_common()]
+
+
+def split_indices(n: int, *, val_fraction: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded, reproducible (train, validation) split of ``range(n)``."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * val_fraction))) if n > 1 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def fingerprint(items: Sequence[Item]) -> str:
+    """sha256 over the sorted (relative path, label, content sha256) of every item."""
+    outer = hashlib.sha256()
+    for it in sorted(items, key=lambda i: i.rel):
+        content = hashlib.sha256(it.path.read_bytes()).hexdigest()
+        outer.update(f"{it.rel}\t{it.label}\t{content}\n".encode())
+    return outer.hexdigest()

@@ -1,0 +1,163 @@
+"""Stage 0, load: decode any supported image file into the grey contract.
+
+The contract every later stage relies on: a grey image is ``uint8`` of shape ``(H, W)``, ink darker
+than the background is *not* assumed (binarize decides polarity), but a transparent background is
+always composited so that it reads as background, never as ink.
+
+Decoding is the only place that touches file formats; it is also the guard against hostile input:
+files that are empty, truncated, not images, decompression bombs, or far larger than any CAPTCHA
+raise :class:`LoadError` with a one-line reason that the orchestrator writes into the results.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+#: File endings the folder reader picks up (lower case, with the dot).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+#: Largest image accepted, in pixels. CAPTCHAs are a few thousand to a few hundred thousand pixels;
+#: anything above this is refused before decoding, so a decompression bomb costs nothing.
+MAX_PIXELS = 4_000_000
+#: Largest file accepted, in bytes (a CAPTCHA is kilobytes).
+MAX_FILE_BYTES = 32 * 1024 * 1024
+
+
+class LoadError(ValueError):
+    """A file that cannot be turned into a grey image; ``str(err)`` is a one-line reason."""
+
+
+def load_gray(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a file (path or its bytes) into a grey ``uint8 (H, W)`` image.
+
+    Handles RGB, RGBA / LA / palette with transparency (composited so the transparent part is
+    background), grey, 1-bit, 16-bit and float images, CMYK and YCbCr JPEGs; the first frame of an
+    animated GIF / WEBP.
+
+    Raises:
+        LoadError: empty, truncated, not an image, too large, or an unsupported mode.
+    """
+    data = _read_bytes(source)
+    if not data:
+        raise LoadError("empty file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (rather than raises) on moderately large images; we do our own check.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width <= 0 or height <= 0:
+                    raise LoadError(f"image has no pixels ({width}x{height})")
+                if width * height > max_pixels:
+                    raise LoadError(
+                        f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                        f"{max_pixels:,} (far larger than any CAPTCHA)"
+                    )
+                img.seek(0)
+                img.load()
+                return _to_gray(img)
+    except LoadError:
+        raise
+    except UnidentifiedImageError:
+        raise LoadError("not a recognised image file") from None
+    except Image.DecompressionBombError as exc:
+        raise LoadError(f"refused as a decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncation and corrupt chunks as OSError / SyntaxError.
+        raise LoadError(f"corrupt or truncated image ({_one_line(exc)})") from None
+
+
+def _read_bytes(source: str | Path | bytes) -> bytes:
+    if isinstance(source, bytes | bytearray):
+        return bytes(source)
+    path = Path(source)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise LoadError(f"cannot read file ({exc.strerror or exc})") from None
+    if size > MAX_FILE_BYTES:
+        raise LoadError(f"file is {size:,} bytes, over the limit of {MAX_FILE_BYTES:,}")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise LoadError(f"cannot read file ({exc.strerror or exc})") from None
+
+
+def _to_gray(img: Image.Image) -> np.ndarray:
+    """Any decoded Pillow image -> grey uint8 (H, W); transparency composited as background."""
+    mode = img.mode
+    if mode == "P" or mode == "PA":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        return _stretch_to_uint8(values)
+    if mode in ("CMYK", "YCbCr", "HSV", "LAB", "RGBX"):
+        img = img.convert("RGB")
+        mode = "RGB"
+    if mode == "1":
+        img = img.convert("L")
+        mode = "L"
+    if mode == "La":
+        img = img.convert("LA")
+        mode = "LA"
+    if mode == "RGBa":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+
+    if mode == "L":
+        return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    if mode == "RGB":
+        return _luma(np.asarray(img, dtype=np.uint8))
+    if mode in ("RGBA", "LA"):
+        arr = np.asarray(img, dtype=np.uint8)
+        grey = _luma(arr[..., :3]) if mode == "RGBA" else arr[..., 0]
+        alpha = arr[..., -1]
+        return _composite(grey, alpha)
+    raise LoadError(f"unsupported image mode {mode!r}")
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of an (H, W, 3) uint8 image, as uint8 (the same weights OpenCV uses)."""
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.clip(rgb.astype(np.float32) @ weights + 0.5, 0, 255).astype(np.uint8)
+
+
+def _composite(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Blend a grey image over a background that contrasts with its opaque content.
+
+    A transparent background must read as background: dark content is laid on white, light
+    content (white text on a transparent page) on black, so the ink keeps its contrast.
+    """
+    if alpha.min() == 255:
+        return np.ascontiguousarray(grey)
+    weight = alpha.astype(np.float32) / 255.0
+    opaque = weight > 0.5
+    content_mean = float(grey[opaque].mean()) if opaque.any() else 0.0
+    background = 255.0 if content_mean < 128 else 0.0
+    blended = grey.astype(np.float32) * weight + background * (1.0 - weight)
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def _stretch_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Map a high-bit-depth or float image onto 0..255 by its own range."""
+    if values.ndim == 3:
+        values = values[..., :3].mean(axis=-1)
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise LoadError("image holds no finite pixel values")
+    lo, hi = float(values[finite].min()), float(values[finite].max())
+    if hi <= lo:
+        return np.full(values.shape, 255 if lo > 0 else 0, dtype=np.uint8)
+    scaled = (np.where(finite, values, lo) - lo) * (255.0 / (hi - lo))
+    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__
