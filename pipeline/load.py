@@ -15,6 +15,7 @@ import io
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -70,6 +71,19 @@ def load_gray(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS) -> np
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncation and corrupt chunks as OSError / SyntaxError.
         raise LoadError(f"corrupt or truncated image ({_one_line(exc)})") from None
+
+
+def fit_height(gray: np.ndarray, height: int) -> np.ndarray:
+    """Scale a grey image to ``height`` rows, keeping its aspect ratio (a no-op when it has them).
+
+    Models are trained at one image height; schemes served at another size are brought to it.
+    """
+    h, w = gray.shape
+    if h == height or height <= 0:
+        return gray
+    width = max(1, int(round(w * height / h)))
+    interpolation = cv2.INTER_AREA if height < h else cv2.INTER_LINEAR
+    return cv2.resize(gray, (width, height), interpolation=interpolation)
 
 
 def _read_bytes(source: str | Path | bytes) -> bytes:

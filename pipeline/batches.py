@@ -1,0 +1,63 @@
+"""Files -> prepared images, in parallel chunks, without losing a file to an error.
+
+Loading and the classic stages are CPU work with no model, so they run in joblib worker processes
+while the main process runs the models on the chunks already done. A file that cannot be read, or
+a stage that fails on it, becomes an error string for that file; the rest of the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from joblib import Parallel, delayed
+
+from pipeline.config import StageParams
+from pipeline.load import LoadError, load_gray
+from pipeline.recognize import Prepared, prepare
+
+#: Images per chunk handed to a worker: large enough to amortise inter-process overhead.
+CHUNK = 128
+
+
+def default_jobs() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def prepare_file(path: Path, *, params: StageParams, lengths: tuple[int, ...], height: int) -> Prepared | str:
+    """Load and prepare one file; a one-line reason instead of a Prepared when that fails."""
+    try:
+        gray = load_gray(path)
+    except LoadError as exc:
+        return str(exc)
+    try:
+        return prepare(gray, params=params, lengths=lengths, height=height)
+    except (ValueError, MemoryError) as exc:  # a stage refusing a degenerate image
+        return f"processing failed: {exc}"
+
+
+def _prepare_chunk(
+    paths: Sequence[Path], params: StageParams, lengths: tuple[int, ...], height: int
+) -> list[Prepared | str]:
+    return [prepare_file(p, params=params, lengths=lengths, height=height) for p in paths]
+
+
+def iter_prepared(
+    paths: Sequence[Path],
+    *,
+    params: StageParams,
+    lengths: tuple[int, ...],
+    height: int,
+    n_jobs: int | None = None,
+    chunk: int = CHUNK,
+) -> Iterator[list[Prepared | str]]:
+    """Yield, chunk by chunk and in input order, a Prepared or an error string per path."""
+    n_jobs = default_jobs() if n_jobs is None else n_jobs
+    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
+    if n_jobs <= 1 or len(chunks) <= 1:
+        for part in chunks:
+            yield _prepare_chunk(part, params, lengths, height)
+        return
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="2*n_jobs")
+    yield from parallel(delayed(_prepare_chunk)(part, params, lengths, height) for part in chunks)

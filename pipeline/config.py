@@ -1,0 +1,75 @@
+"""Every tuning parameter of the stages, in one place (frozen dataclasses).
+
+A trained bundle records the :class:`StageParams` it was trained with in its manifest, and the
+run uses those, so a model is always read with the preprocessing it was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BinarizeParams:
+    method: str = "otsu"  # "otsu" (global) or "sauvola" (local, for uneven backgrounds)
+    window: int = 25  # sauvola window, pixels (odd)
+    k: float = 0.2  # sauvola sensitivity
+    smooth: int = 3  # median filter before thresholding (odd; 1 = off)
+
+
+@dataclass(frozen=True)
+class CleanParams:
+    #: Structures thinner than this fraction of the typical stroke width are erased (strike lines).
+    thin_ratio: float = 0.5
+    #: Below this stroke width (pixels) no opening is done: thin fonts have nothing thinner to remove.
+    min_stroke_for_opening: float = 3.5
+    #: Components smaller than this fraction of the text height squared are specks.
+    speck_ratio: float = 0.03
+
+
+@dataclass(frozen=True)
+class SegmentParams:
+    #: Narrowest / widest glyph, as fractions of the mean glyph width over the text span.
+    min_width: float = 0.35
+    max_width: float = 2.0
+    #: Columns whose ink is at most this fraction of the text height are candidate cuts.
+    cut_ink: float = 1.0
+    #: Keep at most this many candidate cut positions per expected glyph (lowest ink first).
+    cuts_per_glyph: float = 6.0
+    #: Weight of the equal-width prior against the classifier's log-probabilities.
+    width_weight: float = 1.0
+    #: Columns of ink shorter than this fraction of the text height at the span's ends are trimmed
+    #: (leftover strike-line tails).
+    tail_ink: float = 0.2
+    #: Spacing of extra candidate cuts inside fused stretches, in mean glyph widths.
+    grid_step: float = 0.25
+
+
+@dataclass(frozen=True)
+class GlyphParams:
+    size: int = 28  # glyph crops are size x size
+    margin: int = 2  # empty pixels kept around the glyph inside the crop
+
+
+@dataclass(frozen=True)
+class StageParams:
+    binarize: BinarizeParams = field(default_factory=BinarizeParams)
+    clean: CleanParams = field(default_factory=CleanParams)
+    segment: SegmentParams = field(default_factory=SegmentParams)
+    glyph: GlyphParams = field(default_factory=GlyphParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> StageParams:
+        """Rebuild from a manifest's dict; unknown keys are ignored, missing ones take defaults."""
+        data = data or {}
+        parts: dict[str, Any] = {}
+        for f in fields(cls):
+            sub_cls = type(getattr(cls(), f.name))
+            given = data.get(f.name, {}) or {}
+            known = {sf.name for sf in fields(sub_cls)}
+            parts[f.name] = sub_cls(**{k: v for k, v in given.items() if k in known})
+        return cls(**parts)

@@ -1,0 +1,357 @@
+"""The whole-line reader: a small CRNN (conv front end + bidirectional RNN) trained with CTC.
+
+It reads a CAPTCHA without segmenting it, so it is the fallback when the glyph route cannot split
+the image (and a second opinion when it can).
+
+Array contract:
+
+* input to :func:`prepare_batch`: grey ``uint8 (H, W)`` images of any size and polarity;
+* model input: ``float32 (B, height, width, 1)``, values in ``[0, 1]``, **ink dark (0) on a light
+  background (1)**, the image scaled to ``height`` and left-aligned, padded on the right with
+  background;
+* model output (inference model): ``float32 (B, T, n_classes + 1)`` softmax probabilities over
+  ``T = width // 4`` horizontal frames; index ``i < n_classes`` is ``charset[i]`` and the LAST
+  index ``n_classes`` is the CTC blank.
+
+Keras 3's own CTC defaults to blank = 0 (``keras.losses.CTC`` even hard-codes it); we pass
+``mask_index=n_classes`` to ``keras.ops.ctc_loss`` / ``keras.ops.ctc_decode`` instead, so class
+indices equal charset positions and a label may use every index including 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import keras
+import numpy as np
+
+from pipeline.bundle import Bundle, BundleError
+
+log = logging.getLogger(__name__)
+
+#: Horizontal downsampling of the conv front end: one output frame per this many input columns.
+FRAME_STRIDE = 4
+#: Label padding value: positions past a label's true length hold this (never a class index).
+PAD_LABEL = -1
+_RNN_CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+def build_crnn(
+    *,
+    height: int,
+    width: int,
+    n_classes: int,
+    conv_filters: Sequence[int] = (32, 64, 96),
+    rnn_units: Sequence[int] = (96, 64),
+    dense_units: int = 96,
+    dropout: float = 0.25,
+    rnn_cell: str = "lstm",
+) -> tuple[keras.Model, keras.Model]:
+    """Build the CRNN; returns ``(training_model, inference_model)`` sharing every layer.
+
+    Args:
+        height, width: model input size in pixels; ``width`` should be a multiple of 4.
+        n_classes: size of the character set; the model has ``n_classes + 1`` outputs, the last
+            one the CTC blank.
+        conv_filters: filters of each conv block (3x3 conv, batch norm, ReLU, max pool). The
+            first two blocks pool 2x2, later ones pool only in height, so there are
+            ``T = width // 4`` time frames whatever the depth.
+        rnn_units: units per direction of each bidirectional RNN layer (1 or 2 layers).
+        dense_units: width of the projection between the conv features and the RNN.
+        dropout: dropout before the RNN and between/after the RNN layers (training only).
+        rnn_cell: ``"lstm"`` or ``"gru"`` (a GRU is ~25 % cheaper on a CPU).
+
+    Returns:
+        training model: ``float32 (B, height, width, 1)`` -> logits ``(B, T, n_classes + 1)``,
+        to compile with :class:`CtcLoss`; inference model: same input -> softmax probabilities
+        ``(B, T, n_classes + 1)``.
+    """
+    if n_classes < 1:
+        raise ValueError(f"n_classes must be at least 1, got {n_classes}")
+    if not conv_filters or not rnn_units:
+        raise ValueError("conv_filters and rnn_units must each name at least one layer")
+    if rnn_cell not in _RNN_CELLS:
+        raise ValueError(f"rnn_cell must be one of {sorted(_RNN_CELLS)}, got {rnn_cell!r}")
+    if width < FRAME_STRIDE or height < 2 ** len(conv_filters):
+        raise ValueError(f"input {height}x{width} too small for {len(conv_filters)} conv blocks")
+
+    image = keras.Input(shape=(height, width, 1), dtype="float32", name="image")
+    x = image
+    for i, filters in enumerate(conv_filters):
+        # Bias is redundant before batch norm; BN is what lets CTC leave its all-blank plateau
+        # within a few epochs instead of dozens.
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
+        x = keras.layers.Activation("relu", name=f"relu{i + 1}")(x)
+        # Two 2x2 pools fix the frame stride at 4; deeper blocks shrink height only, keeping
+        # enough frames for a blank between repeated characters ("nn", "mm").
+        pool = (2, 2) if i < 2 else (2, 1)
+        x = keras.layers.MaxPooling2D(pool, name=f"pool{i + 1}")(x)
+
+    # (B, h, T, C) -> (B, T, h, C) -> (B, T, h * C): each frame is one column strip of features.
+    _, feat_h, frames, feat_c = x.shape
+    x = keras.layers.Permute((2, 1, 3), name="columns")(x)
+    x = keras.layers.Reshape((frames, feat_h * feat_c), name="frames")(x)
+    x = keras.layers.Dense(dense_units, activation="relu", name="project")(x)
+    x = keras.layers.Dropout(dropout, name="dropout_project")(x)
+    for i, units in enumerate(rnn_units):
+        cell = _RNN_CELLS[rnn_cell](units, return_sequences=True, name=f"{rnn_cell}{i + 1}")
+        x = keras.layers.Bidirectional(cell, name=f"rnn{i + 1}")(x)
+        x = keras.layers.Dropout(dropout, name=f"dropout_rnn{i + 1}")(x)
+    # Logits, not probabilities: keras.ops.ctc_loss applies log-softmax itself.
+    logits = keras.layers.Dense(n_classes + 1, name="logits")(x)
+
+    training = keras.Model(image, logits, name="crnn_train")
+    probs = keras.layers.Activation("softmax", dtype="float32", name="probs")(
+        training.get_layer("logits").output
+    )
+    inference = keras.Model(training.input, probs, name="crnn_infer")
+    return training, inference
+
+
+class CtcLoss(keras.losses.Loss):
+    """CTC loss with the blank at the last index and ``PAD_LABEL``-padded labels.
+
+    ``y_true``: ``(B, L)`` class indices, padded past each label's length with ``PAD_LABEL``
+    (so a 4- and a 6-character label share a batch); ``y_pred``: logits ``(B, T, n_classes + 1)``.
+    Every image uses all ``T`` frames (images are padded to the model width).
+    """
+
+    def __init__(self, *, blank_index: int, name: str = "ctc", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.blank_index = int(blank_index)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        # Keras may hand y_true over as float; the indices are small integers, so the cast is exact.
+        labels = keras.ops.cast(y_true, "int32")
+        valid = keras.ops.greater_equal(labels, 0)
+        label_length = keras.ops.sum(keras.ops.cast(valid, "int32"), axis=-1)
+        # Padding must still be a legal index for the op; it is ignored past label_length.
+        labels = keras.ops.where(valid, labels, keras.ops.zeros_like(labels))
+        shape = keras.ops.shape(y_pred)
+        logit_length = keras.ops.full((shape[0],), shape[1], dtype="int32")
+        return keras.ops.ctc_loss(labels, y_pred, label_length, logit_length, mask_index=self.blank_index)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "blank_index": self.blank_index}
+
+
+def encode_labels(labels: Sequence[str], charset: str, *, max_length: int | None = None) -> np.ndarray:
+    """Texts -> ``int32 (N, max_length)`` charset indices padded with ``PAD_LABEL``.
+
+    Raises:
+        ValueError: a character outside the charset, or a label longer than ``max_length``.
+    """
+    index = {ch: i for i, ch in enumerate(charset)}
+    longest = max((len(t) for t in labels), default=0)
+    max_length = longest if max_length is None else max_length
+    if longest > max_length:
+        raise ValueError(f"a label has {longest} characters, more than max_length={max_length}")
+    out = np.full((len(labels), max(max_length, 1)), PAD_LABEL, dtype=np.int32)
+    for row, text in enumerate(labels):
+        unknown = sorted(set(text) - index.keys())
+        if unknown:
+            raise ValueError(f"label {text!r} uses characters outside the charset: {''.join(unknown)!r}")
+        out[row, : len(text)] = [index[ch] for ch in text]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-processing
+# --------------------------------------------------------------------------------------------
+
+
+def prepare_batch(grays: Sequence[np.ndarray], *, height: int, width: int) -> np.ndarray:
+    """Grey images of any size -> the model's input batch ``float32 (B, height, width, 1)``.
+
+    Each image is made dark-ink-on-light (inverted when its ink is lighter than its
+    background), contrast-stretched so the background is 1.0 and the darkest ink ~0.0, scaled
+    to ``height`` keeping its aspect ratio, left-aligned and padded on the right with background.
+    An image that would come out wider than ``width`` is squeezed to fit instead: clipping
+    would cut characters off.
+
+    Args:
+        grays: ``uint8 (H, W)`` images.
+
+    Raises:
+        ValueError: an image that is not 2-D ``uint8`` or is empty.
+    """
+    batch = np.ones((len(grays), height, width, 1), dtype=np.float32)
+    for i, gray in enumerate(grays):
+        batch[i, :, :, 0] = _prepare_one(gray, height=height, width=width)
+    return batch
+
+
+def _prepare_one(gray: np.ndarray, *, height: int, width: int) -> np.ndarray:
+    if not isinstance(gray, np.ndarray) or gray.dtype != np.uint8 or gray.ndim != 2:
+        kind = f"{gray.dtype} {gray.shape}" if isinstance(gray, np.ndarray) else type(gray).__name__
+        raise ValueError(f"expected a grey uint8 (H, W) image, got {kind}")
+    h, w = gray.shape
+    if h == 0 or w == 0:
+        raise ValueError(f"empty image ({h}x{w})")
+    norm = _normalise(gray)
+    new_w = max(1, min(width, int(round(w * height / h))))
+    # INTER_AREA when shrinking keeps thin strokes; linear when enlarging small schemes.
+    interp = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
+    scaled = cv2.resize(norm, (new_w, height), interpolation=interp)
+    out = np.ones((height, width), dtype=np.float32)
+    out[:, :new_w] = scaled
+    return out
+
+
+def _normalise(gray: np.ndarray) -> np.ndarray:
+    """``uint8 (H, W)`` -> ``float32 (H, W)``: background 1.0, ink towards 0.0."""
+    img = gray.astype(np.float32)
+    # The border is almost all background in every CAPTCHA scheme we know (text sits inside
+    # a margin); its median ignores the odd noise line crossing it.
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    background = float(np.median(border))
+    # Ink = the pixels far from the background; it is lighter than the background on
+    # light-on-dark schemes, which we invert so the model only ever sees dark ink.
+    deviation = img - background
+    far = np.abs(deviation) > 48.0
+    ink_lighter = float(deviation[far].mean()) > 0 if far.any() else background < 128
+    if ink_lighter:
+        img = 255.0 - img
+        background = 255.0 - background
+    ink = float(np.percentile(img, 1.0))
+    span = background - ink
+    if span < 16.0:
+        # A blank or nearly uniform image: no stretch, just keep it light.
+        return np.clip(img / max(background, 1.0), 0.0, 1.0)
+    return np.clip((img - ink) / span, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------
+
+
+def decode(probs: np.ndarray, charset: str) -> list[tuple[str, np.ndarray]]:
+    """Greedy best-path CTC decoding of a batch of frame probabilities.
+
+    The text comes from ``keras.ops.ctc_decode`` (greedy, blank = last index): take the most
+    probable class per frame, merge runs of the same class, drop blanks, so "aa" needs a
+    blank between the two runs. Each character's confidence is the highest probability its
+    class reached over the frames of its run on that best path.
+
+    Args:
+        probs: ``float (B, T, len(charset) + 1)`` softmax outputs, blank last.
+        charset: the characters of indices ``0 .. len(charset) - 1``.
+
+    Returns:
+        for each image ``(text, confidences)``, ``confidences`` ``float32 (len(text),)``.
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 3 or probs.shape[2] != len(charset) + 1:
+        raise ValueError(
+            f"expected probabilities of shape (B, T, {len(charset) + 1}) for a {len(charset)}-character "
+            f"charset, got {probs.shape}"
+        )
+    batch, frames, n_out = probs.shape
+    if batch == 0:
+        return []
+    blank = n_out - 1
+    lengths = np.full((batch,), frames, dtype=np.int32)
+    decoded, _ = keras.ops.ctc_decode(probs, lengths, strategy="greedy", mask_index=blank)
+    # (1, B, T) with -1 after the end of each sequence.
+    keras_paths = keras.ops.convert_to_numpy(decoded)[0]
+
+    results: list[tuple[str, np.ndarray]] = []
+    for path_idx, run_idx, run_conf in _best_path_runs(probs, blank=blank):
+        keras_idx = keras_paths[path_idx]
+        keras_idx = keras_idx[keras_idx >= 0]
+        if not np.array_equal(keras_idx, run_idx):
+            # Only possible on an exact tie between two classes in some frame; keep text and
+            # confidences consistent by following our own argmax path.
+            log.warning("ctc_decode and numpy best path differ on image %d; using the numpy path", path_idx)
+        results.append(("".join(charset[i] for i in run_idx), run_conf))
+    return results
+
+
+def _best_path_runs(probs: np.ndarray, *, blank: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Per image: (index, emitted class indices, per-class max probability over its run)."""
+    best = probs.argmax(axis=-1)  # (B, T)
+    best_p = probs.max(axis=-1)  # (B, T)
+    out = []
+    for b in range(best.shape[0]):
+        path, conf = best[b], best_p[b]
+        # A run starts where the class changes; runs of the blank emit nothing.
+        starts = np.flatnonzero(np.concatenate([[True], path[1:] != path[:-1]]))
+        run_cls = path[starts]
+        run_max = np.maximum.reduceat(conf, starts)
+        keep = run_cls != blank
+        out.append((b, run_cls[keep].astype(np.int64), run_max[keep].astype(np.float32)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Reader
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CtcReader:
+    """A trained CRNN with its charset and input size: grey images in, (text, confidences) out."""
+
+    model: keras.Model  # the inference model: (B, height, width, 1) -> (B, T, n_classes + 1)
+    charset: str
+    height: int
+    width: int
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> CtcReader:
+        """Rebuild the CRNN described by the bundle's ``ctc`` entry and load its verified weights.
+
+        Raises:
+            BundleError: no ``ctc`` reader, weights missing or not matching their sha256, or an
+                entry inconsistent with its charset.
+        """
+        entry = bundle.reader("ctc")
+        if entry is None:
+            raise BundleError(f"bundle {bundle.name!r} has no 'ctc' reader")
+        weights = bundle.weights_path("ctc")  # verifies the sha256
+        charset = str(entry.get("charset", bundle.charset))
+        arch = dict(entry["architecture"])
+        if int(arch["n_classes"]) != len(charset) or int(entry.get("blank_index", len(charset))) != len(charset):
+            raise BundleError(
+                f"bundle {bundle.name!r}: ctc entry has n_classes={arch['n_classes']}, blank_index="
+                f"{entry.get('blank_index')} for a {len(charset)}-character charset"
+            )
+        return cls.from_weights(weights, charset=charset, architecture=arch)
+
+    @classmethod
+    def from_weights(cls, weights: Any, *, charset: str, architecture: dict[str, Any]) -> CtcReader:
+        """Rebuild with ``build_crnn(**architecture)`` and load a ``.weights.h5`` file."""
+        training, inference = build_crnn(**architecture)
+        training.load_weights(weights)
+        return cls(
+            model=inference, charset=charset, height=int(architecture["height"]), width=int(architecture["width"])
+        )
+
+    def read(self, grays: Sequence[np.ndarray], *, batch_size: int = 256) -> list[tuple[str, np.ndarray]]:
+        """Read grey ``uint8 (H, W)`` images; one model call per batch of ``batch_size``.
+
+        Returns:
+            per image ``(text, confidences)`` as :func:`decode`.
+        """
+        results: list[tuple[str, np.ndarray]] = []
+        for start in range(0, len(grays), batch_size):
+            chunk = grays[start : start + batch_size]
+            x = prepare_batch(chunk, height=self.height, width=self.width)
+            probs = self.predict_probs(x)
+            results.extend(decode(probs, self.charset))
+        return results
+
+    def predict_probs(self, x: np.ndarray) -> np.ndarray:
+        """Model input ``float32 (B, height, width, 1)`` -> probabilities ``(B, T, n_classes + 1)``."""
+        return np.asarray(self.model.predict_on_batch(x), dtype=np.float32)

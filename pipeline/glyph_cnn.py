@@ -1,0 +1,81 @@
+"""Stage 5, classify: the small Keras CNN that reads one glyph crop.
+
+It has one class per character plus a last *reject* class ("not one whole glyph": a sliver, two
+glyphs, a line end). Segmentation asks it to score every candidate segment, and the reject class
+is what stops a path through half an "m" from looking as good as a path through the whole one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.bundle import Bundle
+
+if TYPE_CHECKING:  # keras is imported lazily: start-up without a model should not pay for it
+    import keras
+
+
+def build_glyph_cnn(
+    *, size: int, n_classes: int, filters: Sequence[int] = (32, 64), dense: int = 128, dropout: float = 0.3
+) -> keras.Model:
+    """The glyph classifier: input float32 (B, size, size, 1), output softmax (B, n_classes + 1).
+
+    ``n_classes`` characters; the extra last output is the reject class. Training and inference
+    use the same model (no layer behaves differently but Dropout, which Keras switches itself).
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(size, size, 1), name="glyph")
+    x = inputs
+    for n, width in enumerate(filters):
+        x = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{n + 1}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{n + 1}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(dense, activation="relu", name="dense")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(n_classes + 1, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="glyph_cnn")
+
+
+class GlyphClassifier:
+    """A trained glyph CNN and its character set; :meth:`predict` is one batched call."""
+
+    def __init__(self, model: keras.Model, charset: str, *, size: int) -> None:
+        self.model = model
+        self.charset = charset
+        self.size = size
+        self.reject_index = len(charset)
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> GlyphClassifier:
+        entry = bundle.reader("glyph")
+        if entry is None:
+            raise ValueError(f"bundle {bundle.name!r} has no glyph reader")
+        weights = bundle.weights_path("glyph")  # verifies sha256 first
+        arch: dict[str, Any] = dict(entry["architecture"])
+        model = build_glyph_cnn(**arch)
+        model.load_weights(str(weights))
+        return cls(model, bundle.charset, size=int(arch["size"]))
+
+    def predict(self, crops: np.ndarray, *, batch_size: int = 4096) -> np.ndarray:
+        """Class probabilities of glyph crops.
+
+        Args:
+            crops: float32 (N, size, size), as made by ``glyphs.crop_glyphs``.
+
+        Returns:
+            float32 (N, len(charset) + 1); the last column is the reject class.
+        """
+        n_out = len(self.charset) + 1
+        if len(crops) == 0:
+            return np.zeros((0, n_out), dtype=np.float32)
+        x = crops[..., None].astype(np.float32, copy=False)
+        parts = [
+            np.asarray(self.model(x[i : i + batch_size], training=False))
+            for i in range(0, len(x), batch_size)
+        ]
+        return np.concatenate(parts, axis=0)

@@ -1,0 +1,239 @@
+"""``python -m pipeline.run FOLDER --out OUT``: read every image of a folder, write predictions.
+
+Outputs (OUT is created):
+  predictions.csv   one row per input file, written as it is made (an interrupted run keeps them)
+  debug/<stem>/     per-stage images (``--debug``: every file; ``--debug-failures``: wrong or unsure)
+
+Exit codes (see :class:`ExitCode`): 0 done (rows with ``route=error`` are per-file problems, not a
+failed run), 2 bad arguments, 3 input folder unusable, 4 model unusable, 5 OUT not writable,
+130 interrupted (rows written so far are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import enum
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from pipeline.batches import default_jobs, iter_prepared
+from pipeline.bundle import DEFAULT_MODEL, BundleError, load_bundle
+from pipeline.config import StageParams
+from pipeline.dataset import FolderError, Item, list_images
+from pipeline.recognize import MODES, Trace, recognize
+
+log = logging.getLogger("pipeline.run")
+
+COLUMNS = (
+    "file", "prediction", "route", "reason", "confidence", "char_confidences", "label", "correct",
+    "segment_prediction", "segment_confidence", "ctc_prediction", "ctc_confidence",
+)
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    BAD_ARGS = 2
+    INPUT_ERROR = 3
+    MODEL_ERROR = 4
+    OUTPUT_ERROR = 5
+    INTERRUPTED = 130
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.run",
+        description="Read every CAPTCHA image of FOLDER and write OUT/predictions.csv.",
+        epilog="Exit codes: 0 done, 2 bad arguments, 3 input folder unusable, 4 model unusable, "
+        "5 OUT not writable, 130 interrupted.",
+    )
+    parser.add_argument("folder", type=Path, help="folder of images (searched recursively)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    parser.add_argument("--mode", choices=MODES, default="auto",
+                        help="auto: segment when sure, else CTC (default); segment / ctc: one reader; "
+                        "both: both readers on every image")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"bundle name under models/ or path to a bundle folder (default {DEFAULT_MODEL})")
+    debug = parser.add_mutually_exclusive_group()
+    debug.add_argument("--debug", action="store_true", help="write per-stage images for every file")
+    debug.add_argument("--debug-failures", action="store_true",
+                       help="write per-stage images for wrong or unsure readings only")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="least per-glyph confidence for auto to keep the segment reading "
+                        "(default: the bundle's, chosen on its validation split)")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help="worker processes for the image stages")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar, warnings only")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help (0) and bad arguments (2)
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    started = time.perf_counter()
+
+    try:
+        items = list_images(args.folder)
+    except FolderError as exc:
+        log.error("%s", exc)
+        return ExitCode.INPUT_ERROR
+    if not items:
+        log.error("no images in %s (looked for .png .jpg .jpeg .bmp .gif .webp .tif)", args.folder)
+        return ExitCode.INPUT_ERROR
+
+    try:
+        bundle = load_bundle(args.model)
+        readers = load_readers(bundle, args.mode)
+    except (BundleError, ValueError, OSError) as exc:
+        log.error("model %s: %s", args.model, exc)
+        return ExitCode.MODEL_ERROR
+
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        out_csv = (args.out / "predictions.csv").open("w", newline="", encoding="utf-8")
+    except OSError as exc:
+        log.error("cannot write to %s: %s", args.out, exc.strerror or exc)
+        return ExitCode.OUTPUT_ERROR
+
+    threshold = args.threshold if args.threshold is not None else routing_threshold(bundle)
+    startup = time.perf_counter() - started
+    log.info("%d images in %s; model %s (%s); mode %s; start-up %.1f s",
+             len(items), args.folder, bundle.name, bundle.path, args.mode, startup)
+    with out_csv:
+        status, summary = _run(items, args, bundle, readers, threshold, out_csv)
+    print(f"predictions: {args.out / 'predictions.csv'}")
+    print(summary)
+    return status
+
+
+def load_readers(bundle: Any, mode: str) -> tuple[Any, Any]:
+    """(glyph classifier or None, CTC line reader or None) that ``mode`` needs from the bundle."""
+    from pipeline.glyph_cnn import GlyphClassifier
+
+    classifier = line_reader = None
+    if mode != "ctc":
+        if bundle.reader("glyph") is None:
+            raise ValueError(f"--mode {mode} needs a glyph reader; bundle {bundle.name!r} has none")
+        classifier = GlyphClassifier.from_bundle(bundle)
+    if mode != "segment" and bundle.reader("ctc") is not None:
+        from pipeline.crnn import CtcReader
+
+        line_reader = CtcReader.from_bundle(bundle)
+    if mode in ("ctc", "both") and line_reader is None:
+        raise ValueError(f"--mode {mode} needs a ctc reader; bundle {bundle.name!r} has none")
+    return classifier, line_reader
+
+
+def routing_threshold(bundle: Any) -> float:
+    return float(bundle.manifest.get("routing", {}).get("threshold", 0.9))
+
+
+def _run(items: list[Item], args: argparse.Namespace, bundle: Any, readers: tuple[Any, Any], threshold: float,
+         out_csv: IO[str]) -> tuple[int, str]:
+    from tqdm import tqdm
+
+    classifier, line_reader = readers
+    writer = csv.DictWriter(out_csv, fieldnames=COLUMNS)
+    writer.writeheader()
+    params = StageParams.from_dict(bundle.manifest.get("params"))
+    done = errors = right = known = 0
+    debug_dirs: set[str] = set()
+    status = ExitCode.OK
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(items), unit="img", disable=True if args.quiet else None, file=sys.stderr)
+    try:
+        chunks = iter_prepared([it.path for it in items], params=params, lengths=bundle.lengths,
+                               height=bundle.image_height, n_jobs=args.jobs)
+        for chunk in chunks:
+            chunk_items = items[done : done + len(chunk)]
+            ok = [(it, p) for it, p in zip(chunk_items, chunk, strict=True) if not isinstance(p, str)]
+            traces = recognize([p for _, p in ok], mode=args.mode, lengths=bundle.lengths, classifier=classifier,
+                               line_reader=line_reader, threshold=threshold)
+            by_item = {id(it): tr for (it, _), tr in zip(ok, traces, strict=True)}
+            for it, prepared in zip(chunk_items, chunk, strict=True):
+                trace = by_item.get(id(it))
+                row = _row(it, trace, prepared if isinstance(prepared, str) else None)
+                writer.writerow(row)
+                errors += row["route"] == "error"
+                if row["correct"] != "":
+                    known += 1
+                    right += row["correct"] == "1"
+                if trace is not None and _wants_debug(args, row, trace):
+                    _write_debug(args.out, it, trace, debug_dirs)
+            out_csv.flush()
+            done += len(chunk)
+            bar.update(len(chunk))
+    except KeyboardInterrupt:
+        status = ExitCode.INTERRUPTED
+        log.warning("interrupted: %d of %d images written", done, len(items))
+    except OSError as exc:
+        status = ExitCode.OUTPUT_ERROR
+        log.error("writing results failed after %d images: %s", done, exc.strerror or exc)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    summary = f"{done} images, {errors} errors"
+    if known:
+        summary += f", accuracy {right / known:.2%} ({right}/{known} labelled)"
+    summary += f", {done / max(seconds, 1e-9):.1f} images/s"
+    return status, summary
+
+
+def _row(item: Item, trace: Trace | None, error: str | None) -> dict[str, str]:
+    row = dict.fromkeys(COLUMNS, "")
+    row["file"] = item.rel
+    row["label"] = item.label or ""
+    if trace is None:
+        row["route"], row["reason"] = "error", error or "not processed"
+        if item.label:
+            row["correct"] = "0"
+        return row
+    row["prediction"] = trace.text
+    row["route"], row["reason"] = trace.route, trace.reason
+    row["confidence"] = f"{trace.confidence:.4f}"
+    chosen = trace.segment if trace.route == "segment" else trace.ctc
+    if chosen is not None:
+        row["char_confidences"] = " ".join(f"{c:.3f}" for c in chosen.char_conf)
+    if trace.segment is not None:
+        row["segment_prediction"] = trace.segment.text
+        row["segment_confidence"] = f"{trace.segment.confidence:.4f}"
+    if trace.ctc is not None:
+        row["ctc_prediction"] = trace.ctc.text
+        row["ctc_confidence"] = f"{trace.ctc.confidence:.4f}"
+    if item.label:
+        row["correct"] = "1" if trace.text == item.label else "0"
+    return row
+
+
+def _wants_debug(args: argparse.Namespace, row: dict[str, str], trace: Trace) -> bool:
+    if args.debug:
+        return True
+    if not args.debug_failures:
+        return False
+    return row["correct"] == "0" or trace.route == "ctc" or trace.confidence < 0.5
+
+
+def _write_debug(out: Path, item: Item, trace: Trace, used: set[str]) -> None:
+    from pipeline.debug import write_trace
+
+    name = item.path.stem or "_"
+    if name in used:  # same stem in two sub-folders or with two extensions
+        name = item.rel.replace("/", "__")
+    used.add(name)
+    try:
+        write_trace(trace, out / "debug" / name)
+    except (OSError, ValueError) as exc:
+        log.warning("debug images for %s not written: %s", item.rel, exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Stage 3, segment: an ink mask -> candidate glyph boxes, and the choice of N of them.
+
+Connected components alone fail on CAPTCHAs whose glyphs touch (most captcha_v2 images are 1-4
+blobs after line removal), and "always cut N equal slots" cannot follow the text. So segmentation
+is done in two steps:
+
+1. :func:`propose` builds a *lattice*: candidate cut columns (gaps between components, low-ink
+   columns, and equal-width grid points where a blob offers no low-ink column) and every segment
+   between two cuts whose width is plausible, each with a prior score (equal-width prior, ink cut).
+2. :func:`best_path` picks exactly N consecutive segments that maximise prior + classifier score
+   (dynamic programming over the lattice). The classifier scores all candidate segments of a whole
+   batch of images in one call (see ``recognize``), which is what makes this fast.
+
+With no classifier scores (all zeros) the path is the classic "N-1 low-ink cuts under an
+equal-width prior" segmentation; that is how glyph crops for training are first found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Lattice:
+    """Candidate segmentations of one image.
+
+    ``segments[s] = (i, j)`` is the candidate glyph spanning columns ``cuts[i]`` to ``cuts[j]``.
+    """
+
+    cuts: np.ndarray  # int (K,), sorted candidate cut columns; cuts[0], cuts[-1] bound the text
+    segments: np.ndarray  # int (S, 2), indices into ``cuts``, i < j
+    prior: np.ndarray  # float (S,), log-prior of each segment (width, ink cut through)
+    rows: np.ndarray  # int (S, 2), ink rows [top, bottom) inside each segment's columns
+    text_rows: tuple[int, int]  # rows [top, bottom) that hold the text
+    n_components: int  # substantial connected components: the classic recipe's glyph count
+    failure: str | None = None  # why no segmentation is possible, or None
+
+    @property
+    def span(self) -> tuple[int, int]:
+        return (int(self.cuts[0]), int(self.cuts[-1])) if len(self.cuts) else (0, 0)
+
+
+@dataclass(frozen=True)
+class Path:
+    """The chosen segmentation: which lattice segments, in order, and their boxes."""
+
+    segment_ids: np.ndarray  # int (N,), indices into ``Lattice.segments``
+    boxes: np.ndarray  # int (N, 4), (x0, y0, x1, y1) per glyph, left to right
+    score: float  # total log score of the path
+
+
+def propose(
+    mask: np.ndarray,
+    *,
+    lengths: tuple[int, ...],
+    min_width: float = 0.35,
+    max_width: float = 2.0,
+    cut_ink: float = 1.0,
+    cuts_per_glyph: float = 6.0,
+    width_weight: float = 1.0,
+    tail_ink: float = 0.2,
+    grid_step: float = 0.25,
+) -> Lattice:
+    """Candidate cuts and segments of a cleaned ink mask.
+
+    Args:
+        mask: bool (H, W), ink True.
+        lengths: the text lengths the scheme uses (glyph counts to allow).
+        min_width, max_width: plausible glyph widths, as fractions of span / N.
+        cut_ink: columns with at most ``cut_ink * text_height`` ink are candidate cuts.
+        cuts_per_glyph: at most this many low-ink candidate cuts per expected glyph.
+        width_weight: weight of the equal-width prior.
+        tail_ink: end columns with ink under ``tail_ink * text_height`` are trimmed (line tails).
+        grid_step: spacing of grid cuts inside fused stretches, in mean glyph widths.
+    """
+    if mask.dtype != bool or mask.ndim != 2:
+        raise ValueError(f"expected a bool (H, W) mask, got {mask.dtype} {mask.shape}")
+    if not lengths or min(lengths) < 1:
+        raise ValueError(f"lengths must be positive glyph counts, got {lengths}")
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return _failed((0, 0), 0, "no ink found")
+    ink = mask.astype(np.uint8)
+    n_components = _count_components(ink)
+    # Text rows: where 90 % of the ink lies, robust to a stray line end above or below.
+    row_ink = ink.sum(axis=1).astype(np.float64)
+    cum = np.cumsum(row_ink) / row_ink.sum()
+    top = int(np.searchsorted(cum, 0.05))
+    bottom = int(np.searchsorted(cum, 0.95)) + 1
+    text_height = max(1, bottom - top)
+    col = ink.sum(axis=0).astype(np.float64)  # ink per column, pixels
+
+    x0, x1 = _trim_tails(col, tail_ink * text_height)
+    if x1 <= x0:
+        return _failed((top, bottom), n_components, "no ink found")
+    n_min, n_max = min(lengths), max(lengths)
+    span = x1 - x0
+    if span < n_min * 2:
+        return _failed((top, bottom), n_components, f"text span {span} px is too narrow for {n_min} glyphs")
+    cuts = _candidate_cuts(col, x0, x1, n_max, cut_ink * text_height, cuts_per_glyph, grid_step)
+
+    # Every segment between two cuts whose width is plausible for some allowed length.
+    widths = cuts[None, :] - cuts[:, None]  # (K, K), widths[i, j] = cuts[j] - cuts[i]
+    lo = min_width * span / n_max
+    hi = max_width * span / n_min
+    i_idx, j_idx = np.nonzero((widths >= max(1.0, lo)) & (widths <= hi))
+    segments = np.stack([i_idx, j_idx], axis=1).astype(np.int64)
+    seg_width = widths[i_idx, j_idx].astype(np.float64)
+    # Equal-width prior around the mean glyph width of the most likely length, and a penalty for
+    # cutting through ink (normalised by the text height: a full-height stroke costs 1).
+    mean_width = span / lengths[0]
+    width_cost = 0.5 * ((seg_width - mean_width) / (0.35 * mean_width)) ** 2
+    cut_cost = (col[np.minimum(cuts, len(col) - 1)] / text_height)[j_idx]
+    prior = -width_weight * width_cost - cut_cost
+    # Ink rows of each segment, from each column's first and last ink row.
+    h = mask.shape[0]
+    has = mask.any(axis=0)
+    first = np.where(has, mask.argmax(axis=0), h)
+    last = np.where(has, h - mask[::-1].argmax(axis=0), 0)
+    seg_rows = np.array(
+        [[first[cuts[i] : cuts[j]].min(initial=h), last[cuts[i] : cuts[j]].max(initial=0)]
+         for i, j in segments],
+        dtype=np.int64,
+    ).reshape(-1, 2)
+    return Lattice(cuts, segments, prior, seg_rows, (top, bottom), n_components)
+
+
+def best_path(lattice: Lattice, scores: np.ndarray, n: int) -> Path | None:
+    """The N consecutive lattice segments from the first cut to the last with the highest total
+    ``prior + scores``, or None when no such path exists.
+
+    Args:
+        lattice: from :func:`propose`.
+        scores: float (S,), the classifier's log-score of each segment (zeros for none); or
+            float (S, n), a score per segment and position (forced alignment to a known label).
+        n: how many glyphs.
+    """
+    k = len(lattice.cuts)
+    if lattice.failure or k < 2:
+        return None
+    per_position = scores.ndim == 2
+    # best[m, c]: best score of m segments from cut 0 to cut c; back[m, c]: the last segment used.
+    best = np.full((n + 1, k), -np.inf)
+    back = np.full((n + 1, k), -1, dtype=np.int64)
+    best[0, 0] = 0.0
+    starts, ends = lattice.segments[:, 0], lattice.segments[:, 1]
+    order = np.argsort(ends, kind="stable")
+    for m in range(1, n + 1):
+        # Relax all segments at once: candidate = best[m-1, start] + total; keep the max per end.
+        cand = best[m - 1, starts] + lattice.prior + (scores[:, m - 1] if per_position else scores)
+        for s in order[np.isfinite(cand[order])]:
+            if cand[s] > best[m, ends[s]]:
+                best[m, ends[s]] = cand[s]
+                back[m, ends[s]] = s
+    if not np.isfinite(best[n, k - 1]):
+        return None
+    chosen = []
+    c = k - 1
+    for m in range(n, 0, -1):
+        s = int(back[m, c])
+        chosen.append(s)
+        c = int(starts[s])
+    ids = np.array(chosen[::-1], dtype=np.int64)
+    boxes = np.stack(
+        [lattice.cuts[starts[ids]], lattice.rows[ids, 0], lattice.cuts[ends[ids]], lattice.rows[ids, 1]], axis=1
+    )
+    return Path(segment_ids=ids, boxes=boxes, score=float(best[n, k - 1]))
+
+
+def _failed(text_rows: tuple[int, int], n_components: int, why: str) -> Lattice:
+    empty = np.zeros((0, 2), dtype=np.int64)
+    return Lattice(empty[:, 0], empty, np.zeros(0), empty, text_rows, n_components, why)
+
+
+def _count_components(ink: np.ndarray) -> int:
+    """Connected components holding at least 10 % of the largest one's ink."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    if count <= 1:
+        return 0
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    return int((areas >= 0.1 * areas.max()).sum())
+
+
+def _trim_tails(col: np.ndarray, min_ink: float) -> tuple[int, int]:
+    """Columns [x0, x1) of the text, without thin line tails at either end."""
+    inked = np.flatnonzero(col > 0)
+    if inked.size == 0:
+        return 0, 0
+    strong = np.flatnonzero(col > min_ink)
+    if strong.size == 0:
+        return int(inked[0]), int(inked[-1]) + 1
+    return int(strong[0]), int(strong[-1]) + 1
+
+
+def _candidate_cuts(
+    col: np.ndarray, x0: int, x1: int, n_max: int, max_ink: float, cuts_per_glyph: float, grid_step: float
+) -> np.ndarray:
+    """Sorted candidate cut columns in [x0, x1], both ends included.
+
+    Gaps (runs of empty columns) give one cut at their centre; inside ink, local minima of the
+    column profile at or under ``max_ink``, lowest first; where a stretch wider than a glyph has
+    none, equal-width grid points.
+    """
+    inner = col[x0:x1]
+    smooth = np.convolve(inner, np.ones(3) / 3.0, mode="same")
+    cuts: set[int] = {x0, x1}
+    # Gap centres.
+    empty = inner == 0
+    if empty.any():
+        edges = np.diff(np.concatenate([[0], empty.astype(np.int8), [0]]))
+        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+            cuts.add(x0 + int((a + b) // 2))
+    # Local minima of the smoothed profile (plateaus count once), low enough to be cut through.
+    left = np.concatenate([[np.inf], smooth[:-1]])
+    right = np.concatenate([smooth[1:], [np.inf]])
+    minima = np.flatnonzero((smooth <= left) & (smooth < right) & (smooth <= max_ink) & ~empty)
+    budget = int(np.ceil(cuts_per_glyph * n_max))
+    for m in minima[np.argsort(smooth[minima], kind="stable")][:budget]:
+        cuts.add(x0 + int(m))
+    # Grid points every ``grid_step`` glyph widths inside stretches with no cut wider than
+    # ~1.2 glyphs (fused glyphs): the cut between two touching glyphs is near one of them.
+    glyph = (x1 - x0) / n_max
+    step = max(1.0, grid_step * glyph)
+    ordered = sorted(cuts)
+    for a, b in zip(ordered[:-1], ordered[1:], strict=True):
+        if b - a > 1.2 * glyph:
+            for x in np.arange(a + step, b - 0.5 * step, step):
+                cuts.add(int(round(x)))
+    return np.array(sorted(c for c in cuts if x0 <= c <= x1), dtype=np.int64)

@@ -1,0 +1,183 @@
+"""``python -m pipeline.train FOLDER --out MODEL_DIR``: train a bundle from a labelled folder.
+
+Everything about the scheme comes from the data: character set and case (the labels' characters),
+text lengths, image height. A seeded split keeps validation images out of training; the manifest
+records the data's fingerprint, the command line, the stage parameters, each reader's validation
+figures and the routing threshold chosen on the validation split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.batches import default_jobs, iter_prepared
+from pipeline.bundle import FORMAT_VERSION, library_versions, write_manifest
+from pipeline.config import StageParams
+from pipeline.dataset import (
+    FolderError,
+    charset_of,
+    fingerprint,
+    labelled,
+    lengths_of,
+    list_images,
+    split_indices,
+)
+from pipeline.load import LoadError, load_gray
+from pipeline.recognize import Prepared, Reading, _route, read_segments
+
+log = logging.getLogger("pipeline.train")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.train",
+                                     description="Train a model bundle from a labelled folder of CAPTCHAs.")
+    parser.add_argument("folder", type=Path, help="labelled images (label = file stem, or labels.csv)")
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    parser.add_argument("--reader", choices=("glyph", "ctc", "both"), default="both")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N labelled images")
+    parser.add_argument("--glyph-epochs", type=int, default=30)
+    parser.add_argument("--ctc-epochs", type=int, default=None, help="default: the CTC trainer's own")
+    parser.add_argument("--jobs", type=int, default=default_jobs())
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s", stream=sys.stderr)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        manifest = train(args, command=" ".join(["python -m pipeline.train", *map(shlex.quote, sys.argv[1:])]))
+    except (FolderError, ValueError) as exc:
+        log.error("%s", exc)
+        return 3
+    except OSError as exc:
+        log.error("cannot write the bundle: %s", exc)
+        return 5
+    figures = {name: r["validation"] for name, r in manifest["readers"].items()}
+    print(f"bundle: {args.out}")
+    print(f"validation: {figures}; routing: {manifest.get('routing')}")
+    return 0
+
+
+def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    items = labelled(list_images(args.folder))
+    if args.limit:
+        items = items[: args.limit]
+    if len(items) < 10:
+        raise ValueError(f"{args.folder}: {len(items)} labelled images; training needs at least 10")
+    labels = [it.label or "" for it in items]
+    charset, lengths = charset_of(labels), tuple(lengths_of(labels))
+    heights = []
+    for it in items[:200]:
+        try:
+            heights.append(load_gray(it.path).shape[0])
+        except LoadError:
+            continue
+    if not heights:
+        raise ValueError(f"{args.folder}: none of the first images can be read")
+    height = int(np.median(heights))
+    params = StageParams()
+    log.info("%d labelled images; charset %r; lengths %s; height %d px", len(items), charset, lengths, height)
+
+    prepared: list[Prepared | str] = []
+    for chunk in iter_prepared([it.path for it in items], params=params, lengths=lengths, height=height,
+                               n_jobs=args.jobs):
+        prepared.extend(chunk)
+    good = [i for i, p in enumerate(prepared) if not isinstance(p, str)]
+    for i, p in enumerate(prepared):
+        if isinstance(p, str):
+            log.warning("skipping %s: %s", items[i].rel, p)
+    tr_idx, va_idx = split_indices(len(good), val_fraction=args.val_fraction, seed=args.seed)
+    train_set = ([prepared[good[i]] for i in tr_idx], [labels[good[i]] for i in tr_idx])
+    val_set = ([prepared[good[i]] for i in va_idx], [labels[good[i]] for i in va_idx])
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    readers: dict[str, Any] = {}
+    if args.reader in ("glyph", "both"):
+        from pipeline.train_glyph import train_glyph_reader
+
+        readers["glyph"] = train_glyph_reader(train_set, val_set, charset=charset, lengths=lengths,
+                                              out_dir=args.out, size=params.glyph.size, seed=args.seed,
+                                              max_epochs=args.glyph_epochs)
+        log.info("glyph reader: %s", readers["glyph"]["validation"])
+    if args.reader in ("ctc", "both"):
+        from pipeline.train_ctc import train_ctc_reader
+
+        extra = {"max_epochs": args.ctc_epochs} if args.ctc_epochs else {}
+        readers["ctc"] = train_ctc_reader([p.gray for p in train_set[0]], train_set[1],  # type: ignore[union-attr]
+                                          [p.gray for p in val_set[0]], val_set[1],  # type: ignore[union-attr]
+                                          charset=charset, out_dir=args.out, seed=args.seed, **extra)
+        log.info("ctc reader: %s", readers["ctc"]["validation"])
+
+    manifest: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "name": args.out.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "charset": charset,
+        "lengths": list(lengths),
+        "image_height": height,
+        "params": params.to_dict(),
+        "data": {
+            "folder": str(args.folder),
+            "images": len(items),
+            "readable": len(good),
+            "fingerprint_sha256": fingerprint(items),
+            "split": {"seed": args.seed, "val_fraction": args.val_fraction,
+                      "train": len(tr_idx), "validation": len(va_idx)},
+        },
+        "command": command,
+        "library_versions": library_versions(),
+        "readers": readers,
+        "training_seconds": round(time.perf_counter() - started, 1),
+    }
+    if "glyph" in readers and "ctc" in readers:
+        manifest["routing"] = choose_threshold(manifest, args.out, val_set)
+    write_manifest(args.out, manifest)
+    return manifest
+
+
+def choose_threshold(manifest: dict[str, Any], folder: Path, val_set: tuple[Sequence[Prepared], Sequence[str]]
+                     ) -> dict[str, Any]:
+    """The per-glyph confidence threshold that maximises auto's validation accuracy.
+
+    Ties go to the higher threshold (more images to the CTC reader): the safer choice on data the
+    validation split does not cover.
+    """
+    from pipeline.bundle import Bundle
+    from pipeline.crnn import CtcReader
+    from pipeline.glyph_cnn import GlyphClassifier
+
+    bundle = Bundle(path=folder, manifest=manifest)
+    lengths = bundle.lengths
+    prepared, labels = val_set
+    segment = [r for r, _, _ in read_segments(prepared, GlyphClassifier.from_bundle(bundle), lengths)]
+    ctc = [Reading(t, c) for t, c in CtcReader.from_bundle(bundle).read([p.gray for p in prepared])]
+    best: tuple[float, float] = (-1.0, 0.0)
+    for threshold in np.round(np.arange(0.0, 1.0001, 0.01), 2):
+        right = sum(
+            (s.text if _route(s, "auto", float(threshold), True)[0] == "segment" else c.text) == label
+            for s, c, label in zip(segment, ctc, labels, strict=True)
+        )
+        best = max(best, (right / max(1, len(labels)), float(threshold)))
+    return {"threshold": best[1], "validation_accuracy": best[0], "validation_images": len(labels)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""Train the CTC reader (:mod:`pipeline.crnn`) on labelled grey images and describe it for a manifest.
+
+The caller owns the data split (``pipeline.dataset.split_indices``); the validation part is used
+here for early stopping and for the figures written into the manifest entry.
+
+Training is tuned for small CAPTCHA sets on a CPU: a small input (height 32), a compact model,
+batch norm, a warm-up + cosine learning-rate schedule, and fresh geometric / noise augmentation
+every epoch (cheap OpenCV on the already-prepared model inputs), so a few hundred images suffice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import keras
+import numpy as np
+
+from pipeline.bundle import sha256_file
+from pipeline.crnn import FRAME_STRIDE, CtcLoss, build_crnn, decode, encode_labels, prepare_batch
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "ctc.weights.h5"
+
+#: Augmentation ranges, in model-input pixels at height 32 (scaled for other heights). Chosen to
+#: cover what CAPTCHA generators vary (placement, slant, size, stroke contrast, noise, stray
+#: strike-through lines) while never pushing a character out of the frame.
+AUGMENTATION: dict[str, Any] = {
+    "probability": 0.9,  # share of training images augmented each epoch (the rest stay clean)
+    "rotation_deg": 4.0,
+    "shear": 0.15,
+    "scale": (0.92, 1.08),
+    "shift_x_px": 3.0,
+    "shift_y_px": 2.0,
+    "ink_contrast": (0.6, 1.0),  # multiplies the ink's darkness
+    "noise_sigma": (0.0, 0.06),
+    "line_probability": 0.3,  # a random thin curve across the image
+    "blur_probability": 0.2,
+}
+
+
+def train_ctc_reader(
+    train_grays: Sequence[np.ndarray],
+    train_labels: Sequence[str],
+    val_grays: Sequence[np.ndarray],
+    val_labels: Sequence[str],
+    *,
+    charset: str,
+    out_dir: Path,
+    seed: int = 0,
+    max_epochs: int = 120,
+    batch_size: int = 32,
+    patience: int = 25,
+    time_budget_s: float | None = None,
+    height: int = 32,
+    learning_rate: float = 3e-3,
+    architecture: dict[str, Any] | None = None,
+    augment: bool = True,
+    verbose: int = 1,
+) -> dict[str, Any]:
+    """Train the CRNN, write ``out_dir / "ctc.weights.h5"`` and return its manifest entry.
+
+    Args:
+        train_grays, val_grays: grey ``uint8 (H, W)`` images (any size; scaled to ``height``).
+        train_labels, val_labels: their texts, any lengths, characters from ``charset``.
+        charset: the scheme's characters; index ``i`` is ``charset[i]``, blank is ``len(charset)``.
+        out_dir: where the weights file goes (created if needed).
+        seed: seeds Keras/TF, numpy and the augmentation.
+        max_epochs: upper bound; the learning rate decays to ~0 over this many epochs.
+        batch_size: images per step.
+        patience: epochs without a better validation score before stopping. The score is
+            whole-text validation accuracy, ties broken by validation loss; the best weights
+            are restored either way.
+        time_budget_s: stop after the first epoch that ends past this many seconds.
+        height: model input height; the width follows from the widest training image's aspect
+            ratio (a multiple of 4, at least enough frames for the longest label).
+        learning_rate: peak Adam learning rate (after a warm-up of ~3 epochs).
+        architecture: overrides of :func:`pipeline.crnn.build_crnn` keyword arguments.
+        augment: apply :data:`AUGMENTATION` to the training images.
+        verbose: Keras progress output (0 silent, 1 bar, 2 a line per epoch).
+
+    Returns:
+        the ``ctc`` reader entry for a bundle manifest (weights, sha256, architecture,
+        blank_index, charset, validation figures, training details).
+    """
+    if len(train_grays) != len(train_labels) or len(val_grays) != len(val_labels):
+        raise ValueError("each image set needs exactly one label per image")
+    if not train_grays or not val_grays:
+        raise ValueError("training needs at least one training and one validation image")
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    max_len = max(len(t) for t in [*train_labels, *val_labels])
+    width = _model_width(train_grays, height=height, max_label_length=max_len)
+    arch: dict[str, Any] = {"height": height, "width": width, "n_classes": len(charset)}
+    arch.update(architecture or {})
+    arch = {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}  # JSON-friendly
+    training, inference = build_crnn(**arch)
+
+    x_train = prepare_batch(train_grays, height=height, width=width)
+    y_train = encode_labels(train_labels, charset, max_length=max_len)
+    x_val = prepare_batch(val_grays, height=height, width=width)
+    y_val = encode_labels(val_labels, charset, max_length=max_len)
+
+    steps_per_epoch = math.ceil(len(x_train) / batch_size)
+    total_steps = steps_per_epoch * max_epochs
+    warmup = min(3 * steps_per_epoch, total_steps // 10)
+    # Warm up from a tenth of the peak (CTC on random weights is unstable at full rate), then
+    # cosine decay to ~0 by max_epochs: late epochs polish instead of jumping around.
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=learning_rate / 10,
+        decay_steps=max(1, total_steps - warmup),
+        alpha=0.01,
+        warmup_target=learning_rate,
+        warmup_steps=warmup,
+    )
+    training.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=schedule, clipnorm=5.0),
+        loss=CtcLoss(blank_index=len(charset)),
+    )
+
+    augmentation = dict(AUGMENTATION) if augment else {}
+    batches = _AugmentedBatches(x_train, y_train, batch_size=batch_size, rng=rng, augmentation=augmentation)
+    best = _BestOnValidation(
+        inference, x_val, list(val_labels), charset=charset, patience=patience, time_budget_s=time_budget_s
+    )
+    start = time.monotonic()
+    history = training.fit(
+        batches,
+        validation_data=(x_val, y_val),
+        validation_batch_size=256,
+        epochs=max_epochs,
+        callbacks=[best],
+        verbose=verbose,
+    )
+    seconds = time.monotonic() - start
+    best.restore()
+
+    texts = [text for text, _ in decode(inference.predict(x_val, batch_size=256, verbose=0), charset)]
+    accuracy, cer = exact_and_cer(texts, list(val_labels))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / WEIGHTS_FILE
+    training.save_weights(weights)
+    epochs_run = len(history.history.get("loss", []))
+    log.info(
+        "ctc reader: val accuracy %.4f, CER %.4f on %d images after %d epochs (best %d) in %.0f s",
+        accuracy, cer, len(val_labels), epochs_run, best.best_epoch + 1, seconds,
+    )
+    return {
+        "weights": WEIGHTS_FILE,
+        "sha256": sha256_file(weights),
+        "architecture": arch,
+        "blank_index": len(charset),
+        "charset": charset,
+        "input": {"height": height, "width": width, "channels": 1, "layout": "NHWC float32 [0,1], ink dark"},
+        "validation": {"images": len(val_labels), "accuracy": accuracy, "char_error_rate": cer},
+        "training": {
+            "images": len(train_labels),
+            "epochs": epochs_run,
+            "best_epoch": best.best_epoch + 1,
+            "seconds": round(seconds, 1),
+            "stopped_by": best.stopped_by,
+            "seed": seed,
+            "batch_size": batch_size,
+            "max_epochs": max_epochs,
+            "patience": patience,
+            "learning_rate": {"peak": learning_rate, "schedule": "linear warm-up + cosine decay"},
+            "augmentation": augmentation,
+        },
+    }
+
+
+def exact_and_cer(predicted: Sequence[str], truth: Sequence[str]) -> tuple[float, float]:
+    """Whole-text exact-match accuracy and character error rate (edit distance / true chars)."""
+    if not truth:
+        return 0.0, 0.0
+    exact = sum(p == t for p, t in zip(predicted, truth, strict=True))
+    edits = sum(_edit_distance(p, t) for p, t in zip(predicted, truth, strict=True))
+    return exact / len(truth), edits / max(1, sum(len(t) for t in truth))
+
+
+def _edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def _model_width(grays: Sequence[np.ndarray], *, height: int, max_label_length: int) -> int:
+    """Input width: the widest image at ``height``, rounded up to the frame stride.
+
+    CTC needs at least ``2 * L + 1`` frames for a label of ``L`` characters that are all
+    repeats ("aaaa" = a-blank-a-...), so narrow schemes get padding rather than too few frames.
+    """
+    widest = max(g.shape[1] * height / g.shape[0] for g in grays)
+    min_frames = 2 * max_label_length + 1
+    width = max(int(math.ceil(widest)), min_frames * FRAME_STRIDE)
+    return int(math.ceil(width / FRAME_STRIDE) * FRAME_STRIDE)
+
+
+class _AugmentedBatches(keras.utils.PyDataset):
+    """Shuffled training batches, each image freshly augmented every time it is drawn."""
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        batch_size: int,
+        rng: np.random.Generator,
+        augmentation: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.rng = rng
+        self.augmentation = augmentation
+        self.order = rng.permutation(len(x))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        picked = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        xb = self.x[picked].copy()
+        if self.augmentation:
+            for i in range(len(xb)):
+                if self.rng.random() < self.augmentation["probability"]:
+                    xb[i, :, :, 0] = augment_image(xb[i, :, :, 0], self.rng, **self.augmentation)
+        return xb, self.y[picked]
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.x))
+
+
+def augment_image(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    rotation_deg: float,
+    shear: float,
+    scale: tuple[float, float],
+    shift_x_px: float,
+    shift_y_px: float,
+    ink_contrast: tuple[float, float],
+    noise_sigma: tuple[float, float],
+    line_probability: float,
+    blur_probability: float,
+    **_: Any,
+) -> np.ndarray:
+    """One random CAPTCHA-like distortion of a prepared model input ``float32 (H, W)`` (bg 1.0)."""
+    h, w = img.shape
+    px = h / 32.0  # ranges are given for height 32
+    # Rotate / scale about the ink's centre, so the text never swings out of the frame.
+    ink = np.argwhere(img < 0.5)
+    cy, cx = ink.mean(axis=0) if len(ink) else (h / 2, w / 2)
+    m = cv2.getRotationMatrix2D(
+        (float(cx), float(cy)), rng.uniform(-rotation_deg, rotation_deg), rng.uniform(*scale)
+    )
+    k = rng.uniform(-shear, shear)
+    m[0, 1] += k
+    m[0, 2] += -k * cy + rng.uniform(-shift_x_px, shift_x_px) * px
+    m[1, 2] += rng.uniform(-shift_y_px, shift_y_px) * px
+    out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)
+    # Fainter or stronger ink relative to the background.
+    out = 1.0 - (1.0 - out) * rng.uniform(*ink_contrast)
+    if rng.random() < line_probability:
+        xs = np.arange(0, w, 4, dtype=np.float32)
+        y0, y1 = rng.uniform(0.2 * h, 0.8 * h, size=2)
+        wave = rng.uniform(0, 0.15 * h) * np.sin(xs / w * rng.uniform(1, 4) * np.pi + rng.uniform(0, np.pi))
+        ys = y0 + (y1 - y0) * xs / w + wave
+        pts = np.stack([xs, ys], axis=1).round().astype(np.int32)
+        cv2.polylines(out, [pts], False, float(rng.uniform(0.0, 0.5)), thickness=1, lineType=cv2.LINE_AA)
+    if rng.random() < blur_probability:
+        out = cv2.GaussianBlur(out, (3, 3), 0)
+    sigma = rng.uniform(*noise_sigma)
+    if sigma > 0:
+        out = out + rng.normal(0.0, sigma, size=out.shape).astype(np.float32)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+class _BestOnValidation(keras.callbacks.Callback):
+    """Early stopping on whole-text validation accuracy (ties: lower loss), keeping the best weights.
+
+    Keras's EarlyStopping watches one logged number; exact-match accuracy needs CTC decoding,
+    so we compute it here from the shared inference model once per epoch.
+    """
+
+    def __init__(
+        self,
+        inference: keras.Model,
+        x_val: np.ndarray,
+        val_labels: list[str],
+        *,
+        charset: str,
+        patience: int,
+        time_budget_s: float | None,
+    ) -> None:
+        super().__init__()
+        self.inference = inference
+        self.x_val, self.val_labels = x_val, val_labels
+        self.charset = charset
+        self.patience = patience
+        self.time_budget_s = time_budget_s
+        self.best_score: tuple[float, float] = (-1.0, -math.inf)
+        self.best_epoch = 0
+        self.best_weights: list[np.ndarray] | None = None
+        self.stopped_by = "max_epochs"
+        self.start = time.monotonic()
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.start = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs if logs is not None else {}
+        probs = self.inference.predict(self.x_val, batch_size=256, verbose=0)
+        texts = [text for text, _ in decode(probs, self.charset)]
+        accuracy, cer = exact_and_cer(texts, self.val_labels)
+        logs["val_accuracy"], logs["val_cer"] = accuracy, cer
+        val_loss = float(logs.get("val_loss", math.inf))
+        score = (accuracy, -val_loss if math.isfinite(val_loss) else -math.inf)
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch
+            self.best_weights = self.model.get_weights()
+        log.debug("epoch %d: val accuracy %.4f, CER %.4f, val loss %.4f", epoch + 1, accuracy, cer, val_loss)
+        if epoch - self.best_epoch >= self.patience:
+            self.stopped_by = "patience"
+            self.model.stop_training = True
+        elif self.time_budget_s is not None and time.monotonic() - self.start > self.time_budget_s:
+            self.stopped_by = "time_budget"
+            self.model.stop_training = True
+
+    def restore(self) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)

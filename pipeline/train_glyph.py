@@ -1,0 +1,217 @@
+"""Training the glyph CNN from a labelled folder, without hand-made glyph boxes.
+
+Glyph boxes are found by the segmenter itself, in two rounds:
+
+1. *Bootstrap*: each training image is cut into as many segments as its label has characters by
+   the lattice path that uses no classifier (low-ink cuts under an equal-width prior). A first CNN
+   learns from those crops, with lattice segments that match no chosen segment as the reject class.
+2. *Alignment*: with that CNN, each image's path is chosen again, now forced to read its own
+   label (the m-th segment scored by the probability of the label's m-th character). These crops
+   are cleaner (an "m" is kept whole because its halves do not read as "m"), and the segments that
+   overlap no aligned glyph are the hard rejects. The final CNN is trained on them from scratch.
+
+Early stopping watches whole-CAPTCHA accuracy of the segment route on the validation images, with
+the best weights restored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.bundle import sha256_file
+from pipeline.recognize import Prepared, read_segments
+from pipeline.segment import best_path
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "glyph.weights.h5"
+
+
+def training_crops(
+    prepared: Sequence[Prepared],
+    labels: Sequence[str],
+    charset: str,
+    *,
+    probs: Sequence[np.ndarray] | None = None,
+    rejects_per_glyph: float = 1.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Glyph crops and class indices from labelled images.
+
+    Args:
+        prepared: images after the classic stages.
+        labels: their texts.
+        probs: per image, float (S, C + 1) class probabilities of its lattice segments from a
+            previous model; None for the bootstrap round (no classifier).
+        rejects_per_glyph: reject-class crops kept per glyph crop (sampled).
+
+    Returns:
+        (crops uint8 (N, size, size), classes int (N,), images used). Class ``len(charset)`` is reject.
+    """
+    rng = np.random.default_rng(seed)
+    index = {c: i for i, c in enumerate(charset)}
+    reject = len(charset)
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    used = 0
+    for n_img, (prep, label) in enumerate(zip(prepared, labels, strict=True)):
+        lat = prep.lattice
+        if lat.failure or any(c not in index for c in label):
+            continue
+        if probs is None:
+            scores = np.zeros(len(lat.segments))
+        else:
+            p = probs[n_img]
+            scores = np.log(np.maximum(p[:, [index[c] for c in label]], 1e-6))  # (S, n) forced
+        path = best_path(lat, scores, len(label))
+        if path is None:
+            continue
+        used += 1
+        ids = path.segment_ids
+        xs.append(prep.crops[ids])
+        ys.append(np.array([index[c] for c in label]))
+        # Reject examples: segments overlapping no chosen segment well (IoU of column ranges).
+        spans = lat.cuts[lat.segments].astype(np.float64)
+        chosen = spans[ids]
+        inter = np.clip(
+            np.minimum(spans[:, None, 1], chosen[None, :, 1]) - np.maximum(spans[:, None, 0], chosen[None, :, 0]),
+            0, None,
+        )
+        union = (spans[:, None, 1] - spans[:, None, 0]) + (chosen[None, :, 1] - chosen[None, :, 0]) - inter
+        iou = (inter / np.maximum(union, 1)).max(axis=1)
+        candidates = np.flatnonzero(iou < 0.45)
+        take = min(len(candidates), int(round(rejects_per_glyph * len(label))))
+        if take:
+            picked = rng.choice(candidates, size=take, replace=False)
+            xs.append(prep.crops[picked])
+            ys.append(np.full(take, reject))
+    if not xs:
+        raise ValueError("no training image could be segmented into its label's length")
+    return np.concatenate(xs), np.concatenate(ys).astype(np.int64), used
+
+
+def augment(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random small affine jitter of uint8 (N, s, s) crops: rotation, scale, shift, shear."""
+    n, s, _ = crops.shape
+    out = np.empty_like(crops)
+    angle = rng.uniform(-8, 8, n)
+    scale = rng.uniform(0.9, 1.1, n)
+    shift = rng.uniform(-0.07, 0.07, (n, 2)) * s
+    shear = rng.uniform(-0.12, 0.12, n)
+    for i in range(n):
+        m = cv2.getRotationMatrix2D((s / 2, s / 2), float(angle[i]), float(scale[i]))
+        m[0, 1] += shear[i]
+        m[:, 2] += shift[i]
+        out[i] = cv2.warpAffine(crops[i], m, (s, s), flags=cv2.INTER_LINEAR, borderValue=0)
+    return out
+
+
+class _Scorer:
+    """Adapter: a Keras model as the orchestrator's glyph reader (``predict`` + ``charset``)."""
+
+    def __init__(self, model: Any, charset: str) -> None:
+        self.model, self.charset = model, charset
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        if len(crops) == 0:
+            return np.zeros((0, len(self.charset) + 1), np.float32)
+        return np.asarray(self.model.predict(crops[..., None], batch_size=4096, verbose=0))
+
+
+def segment_accuracy(
+    model: Any, prepared: Sequence[Prepared], labels: Sequence[str], charset: str, lengths: tuple[int, ...]
+) -> tuple[float, float]:
+    """(whole-CAPTCHA accuracy, glyph accuracy where the length matches) of the segment route."""
+    readings = read_segments(prepared, _Scorer(model, charset), lengths)
+    whole = glyph_right = glyph_total = 0
+    for (reading, _, _), label in zip(readings, labels, strict=True):
+        whole += reading.text == label
+        if len(reading.text) == len(label):
+            glyph_right += sum(a == b for a, b in zip(reading.text, label, strict=True))
+            glyph_total += len(label)
+    return whole / max(1, len(labels)), glyph_right / max(1, glyph_total)
+
+
+def _fit(
+    crops: np.ndarray, classes: np.ndarray, *, arch: dict[str, Any], val: tuple[Sequence[Prepared], Sequence[str]],
+    charset: str, lengths: tuple[int, ...], epochs: int, patience: int, seed: int, batch_size: int,
+) -> tuple[Any, dict[str, Any]]:
+    import keras
+
+    from pipeline.glyph_cnn import build_glyph_cnn
+
+    keras.utils.set_random_seed(seed)
+    model = build_glyph_cnn(**arch)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    rng = np.random.default_rng(seed)
+    best: tuple[float, float, int] = (-1.0, -1.0, -1)
+    best_weights = model.get_weights()
+    history = []
+    for epoch in range(epochs):
+        x = augment(crops, rng).astype(np.float32)[..., None] / 255.0
+        fit = model.fit(x, classes, batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
+        whole, glyph = segment_accuracy(model, val[0], val[1], charset, lengths)
+        loss = float(fit.history["loss"][-1])
+        history.append({"epoch": epoch + 1, "loss": round(loss, 4), "val_accuracy": whole, "val_glyph": glyph})
+        log.info("glyph epoch %d: loss %.4f, val whole %.4f, glyph %.4f", epoch + 1, loss, whole, glyph)
+        if (whole, glyph) > best[:2]:
+            best, best_weights = (whole, glyph, epoch), model.get_weights()
+        elif epoch - best[2] >= patience:
+            break
+    model.set_weights(best_weights)
+    return model, {"epochs_run": len(history), "best_epoch": best[2] + 1, "history": history}
+
+
+def train_glyph_reader(
+    train: tuple[Sequence[Prepared], Sequence[str]],
+    val: tuple[Sequence[Prepared], Sequence[str]],
+    *,
+    charset: str,
+    lengths: tuple[int, ...],
+    out_dir: Path,
+    size: int,
+    seed: int = 0,
+    bootstrap_epochs: int = 6,
+    max_epochs: int = 30,
+    patience: int = 6,
+    batch_size: int = 128,
+) -> dict[str, Any]:
+    """Train the glyph CNN in two rounds (bootstrap, alignment); write its weights; return its
+    manifest entry."""
+    started = time.perf_counter()
+    arch = {"size": size, "n_classes": len(charset)}
+    crops0, classes0, used0 = training_crops(train[0], train[1], charset, seed=seed)
+    log.info("bootstrap: %d crops from %d of %d images", len(crops0), used0, len(train[0]))
+    model0, _ = _fit(crops0, classes0, arch=arch, val=val, charset=charset, lengths=lengths,
+                     epochs=bootstrap_epochs, patience=bootstrap_epochs, seed=seed, batch_size=batch_size)
+    scorer = _Scorer(model0, charset)
+    flat = scorer.predict(np.concatenate([p.crops for p in train[0]]).astype(np.float32) / 255.0)
+    probs = np.split(flat, np.cumsum([len(p.crops) for p in train[0]])[:-1])
+    crops, classes, used = training_crops(train[0], train[1], charset, probs=probs, seed=seed + 1)
+    log.info("aligned: %d crops from %d of %d images", len(crops), used, len(train[0]))
+    model, fit_info = _fit(crops, classes, arch=arch, val=val, charset=charset, lengths=lengths,
+                           epochs=max_epochs, patience=patience, seed=seed, batch_size=batch_size)
+    whole, glyph = segment_accuracy(model, val[0], val[1], charset, lengths)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / WEIGHTS
+    model.save_weights(str(weights))
+    return {
+        "weights": WEIGHTS,
+        "sha256": sha256_file(weights),
+        "architecture": arch,
+        "classes": charset + "\u2400",  # the last class is "reject" (not one whole glyph)
+        "validation": {"images": len(val[0]), "accuracy": whole, "glyph_accuracy": glyph},
+        "training": {
+            "images": len(train[0]), "images_used": used, "crops": int(len(crops)),
+            "reject_crops": int((classes == len(charset)).sum()), "seconds": round(time.perf_counter() - started, 1),
+            **fit_info,
+        },
+    }

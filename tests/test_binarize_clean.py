@@ -1,0 +1,75 @@
+"""binarize and clean on tiny hand-made arrays with exact answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.binarize import binarize
+from pipeline.clean import clean, stroke_width
+
+
+def test_dark_ink_on_light():
+    gray = np.full((10, 10), 220, np.uint8)
+    gray[2:5, 2:8] = 20
+    mask = binarize(gray, smooth=1)
+    expected = np.zeros((10, 10), bool)
+    expected[2:5, 2:8] = True
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_light_ink_on_dark_is_the_same_mask():
+    gray = np.full((10, 10), 220, np.uint8)
+    gray[2:5, 2:8] = 20
+    np.testing.assert_array_equal(binarize(255 - gray, smooth=1), binarize(gray, smooth=1))
+
+
+def test_flat_image_has_no_ink():
+    assert not binarize(np.full((5, 5), 7, np.uint8)).any()
+
+
+def test_input_not_modified_and_contract_checked():
+    gray = np.full((6, 6), 200, np.uint8)
+    gray[2:4, 2:4] = 0
+    before = gray.copy()
+    binarize(gray, method="sauvola", window=5)
+    np.testing.assert_array_equal(gray, before)
+    with pytest.raises(ValueError, match="grey uint8"):
+        binarize(gray.astype(np.float32))
+    with pytest.raises(ValueError, match="unknown binarize method"):
+        binarize(gray, method="magic")
+
+
+def bold_glyph_with_hairline() -> np.ndarray:
+    """A 7 px thick bar (a 'stroke') crossed by a 1 px line running the full width."""
+    mask = np.zeros((30, 60), bool)
+    mask[8:22, 20:27] = True  # stroke 7 px wide
+    mask[15, :] = True  # hairline strike-through
+    return mask
+
+
+def test_stroke_width():
+    assert stroke_width(np.zeros((5, 5), bool)) == 0.0
+    assert 5.0 <= stroke_width(bold_glyph_with_hairline()) <= 8.0
+
+
+def test_clean_removes_hairline_keeps_stroke():
+    mask = bold_glyph_with_hairline()
+    cleaned = clean(mask)
+    assert not cleaned[15, :10].any() and not cleaned[15, 40:].any()  # line gone away from ink
+    assert cleaned[8:22, 21:26].all()  # stroke core kept
+
+
+def test_clean_leaves_thin_fonts_alone():
+    mask = np.zeros((20, 40), bool)
+    mask[3:17, 5:7] = True  # 2 px strokes: nothing is thinner than them to remove
+    mask[3:17, 20:22] = True
+    np.testing.assert_array_equal(clean(mask), mask)
+
+
+def test_clean_removes_specks():
+    mask = np.zeros((20, 40), bool)
+    mask[2:18, 5:11] = True
+    mask[10, 30] = True  # one-pixel speck
+    cleaned = clean(mask)
+    assert not cleaned[10, 30] and cleaned[3:17, 6:10].all()

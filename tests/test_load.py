@@ -1,0 +1,120 @@
+"""load: any file -> grey uint8 (H, W), or a LoadError with a one-line reason."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.load import LoadError, fit_height, load_gray
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def dark_text_rgba(transparent_background: bool) -> Image.Image:
+    """A 10x20 RGBA image: black 'ink' block on a background that is transparent or white."""
+    arr = np.zeros((10, 20, 4), np.uint8)
+    arr[..., 3] = 0 if transparent_background else 255
+    arr[..., :3] = 0 if transparent_background else 255  # transparent black, or opaque white
+    arr[3:7, 5:15] = (0, 0, 0, 255)
+    return Image.fromarray(arr, "RGBA")
+
+
+def test_rgb_gives_luma():
+    arr = np.zeros((2, 3, 3), np.uint8)
+    arr[0, 0] = (255, 0, 0)
+    arr[1, 2] = (255, 255, 255)
+    gray = load_gray(encode(Image.fromarray(arr, "RGB")))
+    assert gray.dtype == np.uint8 and gray.shape == (2, 3)
+    assert gray[0, 0] == 76  # 0.299 * 255
+    assert gray[1, 2] == 255 and gray[0, 1] == 0
+
+
+def test_transparent_background_is_not_ink():
+    # Transparent black pixels would read as ink if alpha were dropped; they must become background.
+    gray = load_gray(encode(dark_text_rgba(transparent_background=True)))
+    assert gray[0, 0] == 255 and gray[5, 10] == 0
+    same = load_gray(encode(dark_text_rgba(transparent_background=False)))
+    np.testing.assert_array_equal(gray, same)
+
+
+def test_light_ink_on_transparent_is_laid_on_black():
+    arr = np.zeros((10, 20, 4), np.uint8)
+    arr[3:7, 5:15] = (255, 255, 255, 255)
+    gray = load_gray(encode(Image.fromarray(arr, "RGBA")))
+    assert gray[0, 0] == 0 and gray[5, 10] == 255
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [
+        ("L", "PNG"),  # grey
+        ("P", "PNG"),  # palette
+        ("P", "GIF"),  # palette GIF
+        ("RGB", "JPEG"),  # lossy
+        ("RGB", "BMP"),
+        ("RGB", "WEBP"),
+        ("1", "PNG"),  # 1-bit
+        ("CMYK", "JPEG"),
+        ("LA", "PNG"),  # grey + alpha
+    ],
+)
+def test_modes_and_formats_decode(mode: str, fmt: str):
+    base = np.full((12, 30), 255, np.uint8)
+    base[4:8, 5:25] = 0
+    img = Image.fromarray(base, "L").convert(mode)
+    gray = load_gray(encode(img, fmt))
+    assert gray.dtype == np.uint8 and gray.shape == (12, 30)
+    assert gray[6, 15] < 60 and gray[0, 0] > 195  # ink dark, background light, in every mode
+
+
+def test_16_bit_is_stretched():
+    arr = np.full((8, 8), 60000, np.uint16)
+    arr[2:6, 2:6] = 1000
+    gray = load_gray(encode(Image.fromarray(arr)))
+    assert gray[0, 0] == 255 and gray[3, 3] == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),  # zero bytes
+        (b"this is not an image at all", "not a recognised image"),  # text with an image name
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 30, "not a recognised|corrupt"),  # PNG signature, junk
+    ],
+)
+def test_bad_bytes_give_reasons(data: bytes, reason: str):
+    with pytest.raises(LoadError, match=reason):
+        load_gray(data)
+
+
+def test_truncated_png():
+    data = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 200), np.uint8)))
+    with pytest.raises(LoadError, match="corrupt or truncated"):
+        load_gray(data[: len(data) // 2])
+
+
+def test_huge_image_refused_before_decoding():
+    # A 10000 x 10000 PNG of one colour is a few kB: a decompression bomb in miniature.
+    data = encode(Image.new("L", (10_000, 10_000), 255))
+    assert len(data) < 200_000
+    with pytest.raises(LoadError, match="over the limit"):
+        load_gray(data)
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(LoadError, match="cannot read file"):
+        load_gray(tmp_path / "nope.png")
+
+
+def test_fit_height_keeps_aspect():
+    gray = np.zeros((25, 100), np.uint8)
+    assert fit_height(gray, 50).shape == (50, 200)
+    assert fit_height(gray, 25) is gray

@@ -1,0 +1,118 @@
+"""segment (lattice and best path) and glyph crops on hand-made masks."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from pipeline.binarize import binarize
+from pipeline.clean import clean
+from pipeline.config import BinarizeParams, CleanParams, SegmentParams, StageParams
+from pipeline.glyphs import crop_glyphs
+from pipeline.segment import best_path, propose
+
+
+def bars(xs: list[tuple[int, int]], height: int = 30, width: int = 100) -> np.ndarray:
+    """A mask with one full-height 'glyph' bar per (x0, x1)."""
+    mask = np.zeros((height, width), bool)
+    for x0, x1 in xs:
+        mask[5:25, x0:x1] = True
+    return mask
+
+
+def test_separate_glyphs_are_cut_in_the_gaps():
+    mask = bars([(10, 20), (30, 40), (50, 60)])
+    lat = propose(mask, lengths=(3,))
+    assert lat.failure is None and lat.n_components == 3
+    path = best_path(lat, np.zeros(len(lat.segments)), 3)
+    assert path is not None
+    # Each box holds exactly one bar: its ink columns are inside and no other bar's are.
+    for (x0, _, x1, _), (a, b) in zip(path.boxes, [(10, 20), (30, 40), (50, 60)], strict=True):
+        assert x0 <= a and b <= x1
+        assert x1 - x0 < 25
+    assert list(path.boxes[:, 1]) == [5, 5, 5] and list(path.boxes[:, 3]) == [25, 25, 25]
+
+
+def test_touching_glyphs_are_split_at_the_waist():
+    mask = bars([(10, 50)])
+    mask[5:25, 29:31] = False
+    mask[14:16, 29:31] = True  # a thin bridge: the two glyphs touch at one point
+    lat = propose(mask, lengths=(2,))
+    assert lat.n_components == 1
+    path = best_path(lat, np.zeros(len(lat.segments)), 2)
+    assert path is not None
+    cut = path.boxes[0, 2]
+    assert 28 <= cut <= 32 and path.boxes[1, 0] == cut
+
+
+def test_classifier_scores_choose_the_path():
+    mask = bars([(10, 50)])  # one blob, no natural cut
+    lat = propose(mask, lengths=(2,))
+    scores = np.zeros(len(lat.segments))
+    # Reward the segment pair that cuts at the cut nearest to column 22 (not the centre).
+    target = int(np.argmin(np.abs(lat.cuts - 22)))
+    favoured = (lat.segments[:, 0] == target) | (lat.segments[:, 1] == target)
+    scores[favoured] = 5.0
+    path = best_path(lat, scores, 2)
+    assert path is not None and path.boxes[0, 2] == lat.cuts[target]
+
+
+def test_per_position_scores_force_an_alignment():
+    lat = propose(bars([(10, 20), (30, 40), (50, 60)]), lengths=(3,))
+    scores = np.zeros((len(lat.segments), 3))
+    path = best_path(lat, scores, 3)
+    assert path is not None and len(path.segment_ids) == 3
+
+
+@pytest.mark.parametrize(
+    ("mask", "lengths", "failure"),
+    [
+        (np.zeros((20, 50), bool), (4,), "no ink found"),  # blank image
+        (bars([(10, 13)]), (5,), "too narrow"),  # 3 px of text cannot hold 5 glyphs
+    ],
+)
+def test_named_failures(mask: np.ndarray, lengths: tuple[int, ...], failure: str):
+    lat = propose(mask, lengths=lengths)
+    assert lat.failure is not None and failure in lat.failure
+    assert best_path(lat, np.zeros(0), lengths[0]) is None
+
+
+def test_no_path_when_count_impossible():
+    lat = propose(bars([(10, 20), (30, 40)]), lengths=(2,), max_width=1.2)
+    assert best_path(lat, np.zeros(len(lat.segments)), 9) is None
+
+
+def test_crop_keeps_aspect_and_centres():
+    mask = np.zeros((20, 40), bool)
+    mask[2:18, 10:14] = True  # tall thin glyph: 16 x 4
+    crop = crop_glyphs(mask, np.array([[5, 20]]), size=20, margin=2)
+    assert crop.shape == (1, 20, 20) and crop.dtype == np.uint8
+    cols = np.flatnonzero(crop[0].max(axis=0) > 127)
+    rows = np.flatnonzero(crop[0].max(axis=1) > 127)
+    assert rows[0] == 2 and rows[-1] == 17  # height fills the inner 16 px
+    assert 3 <= len(cols) <= 5 and abs((cols[0] + cols[-1]) / 2 - 9.5) <= 1  # width kept, centred
+
+
+def test_empty_crop_is_zero():
+    crop = crop_glyphs(np.zeros((10, 10), bool), np.array([[0, 5]]), size=8)
+    assert crop.shape == (1, 8, 8) and not crop.any()
+
+
+@pytest.mark.parametrize(
+    ("function", "params"),
+    [(binarize, BinarizeParams()), (clean, CleanParams()), (propose, SegmentParams())],
+)
+def test_config_defaults_match_stage_defaults(function, params):
+    """The dataclass in config.py and the stage's keyword defaults must not drift apart."""
+    signature = inspect.signature(function).parameters
+    for name, value in asdict(params).items():
+        assert signature[name].default == value, name
+
+
+def test_stage_params_roundtrip():
+    params = StageParams()
+    assert StageParams.from_dict(params.to_dict()) == params
+    assert StageParams.from_dict({"segment": {"tail_ink": 0.5, "unknown": 1}}).segment.tail_ink == 0.5
