@@ -49,7 +49,7 @@ def clean(
         # Odd sizes only: OpenCV's even kernels shift the opened image by a pixel.
         size = max(3, int(round(width * thin_ratio)) | 1)
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-        ink = cv2.morphologyEx(ink, cv2.MORPH_OPEN, kernel)
+        ink = np.asarray(cv2.morphologyEx(ink, cv2.MORPH_OPEN, kernel), dtype=np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     if count <= 1:
         return ink.astype(bool)

@@ -90,7 +90,9 @@ def build_crnn(
         # Bias is redundant before batch norm; BN is what lets CTC leave its all-blank plateau
         # within a few epochs instead of dozens.
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
+        # momentum 0.9 (not 0.99): with few steps per epoch the moving statistics must keep up
+        # with the weights, or validation (inference-mode BN) lags training by many epochs.
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i + 1}")(x)
         x = keras.layers.Activation("relu", name=f"relu{i + 1}")(x)
         # Two 2x2 pools fix the frame stride at 4; deeper blocks shrink height only, keeping
         # enough frames for a blank between repeated characters ("nn", "mm").

@@ -32,6 +32,7 @@ class Item:
     path: Path  # absolute or as given
     rel: str  # path relative to the folder, with forward slashes: the row key in outputs
     label: str | None  # the known text, or None
+    label_from: str = "stem"  # "stem" (the file name) or "csv" (labels.csv)
 
 
 def list_images(folder: str | Path, *, recursive: bool = True) -> list[Item]:
@@ -57,8 +58,11 @@ def list_images(folder: str | Path, *, recursive: bool = True) -> list[Item]:
     items = []
     for path in files:
         rel = path.relative_to(root).as_posix()
-        label = csv_labels.get(rel, csv_labels.get(path.name, label_from_stem(path)))
-        items.append(Item(path=path, rel=rel, label=label))
+        listed = csv_labels.get(rel, csv_labels.get(path.name))
+        if listed is not None:
+            items.append(Item(path=path, rel=rel, label=listed or None, label_from="csv"))
+        else:
+            items.append(Item(path=path, rel=rel, label=label_from_stem(path)))
     return items
 
 
@@ -82,6 +86,20 @@ def read_labels_csv(path: Path) -> dict[str, str]:
                 continue
             labels[name.replace("\\", "/")] = label
     return labels
+
+
+def plausible_labels(items: Sequence[Item], charset: str) -> tuple[list[Item], int]:
+    """Drop stem labels that cannot be labels for a model with ``charset`` (``img001.png`` in an
+    unlabelled folder); labels.csv labels are always kept. Returns (items, how many were dropped)."""
+    allowed = set(charset)
+    out, dropped = [], 0
+    for it in items:
+        if it.label and it.label_from == "stem" and not set(it.label) <= allowed:
+            out.append(Item(path=it.path, rel=it.rel, label=None, label_from=it.label_from))
+            dropped += 1
+        else:
+            out.append(it)
+    return out, dropped
 
 
 def labelled(items: Sequence[Item]) -> list[Item]:

@@ -74,6 +74,7 @@ class Trace:
     segment: Reading | None = None
     path: Path | None = None  # chosen segmentation
     glyph_probs: np.ndarray | None = None  # float (N, C + 1), the chosen crops' class probabilities
+    lattice_probs: np.ndarray | None = None  # float (S, C + 1), every candidate segment's
     ctc: Reading | None = None
     text: str = ""
     route: str = ""  # "segment" or "ctc"
@@ -112,8 +113,12 @@ def prepare(gray: np.ndarray, *, params: StageParams, lengths: tuple[int, ...], 
 
 def read_segments(
     batch: Sequence[Prepared], classifier: GlyphModel, lengths: tuple[int, ...]
-) -> list[tuple[Reading, Path | None, np.ndarray | None]]:
-    """Segment-route readings of a batch: one CNN call over every candidate crop of every image."""
+) -> list[tuple[Reading, Path | None, np.ndarray | None, np.ndarray]]:
+    """Segment-route readings of a batch: one CNN call over every candidate crop of every image.
+
+    Returns per image: the reading, the chosen path, the chosen crops' class probabilities, and the
+    class probabilities of every lattice segment (float (S, C + 1)).
+    """
     counts = [len(p.crops) for p in batch]
     crops = [p.crops for p in batch if len(p.crops)]
     size = batch[0].crops.shape[-1] if batch else 0
@@ -125,7 +130,7 @@ def read_segments(
     for prep, count in zip(batch, counts, strict=True):
         p = probs[offset : offset + count]
         offset += count
-        results.append(_choose_path(prep.lattice, p, lengths, classifier.charset, reject))
+        results.append((*_choose_path(prep.lattice, p, lengths, classifier.charset, reject), p))
     return results
 
 
@@ -173,13 +178,13 @@ def recognize(
         return traces
     if mode != "ctc" and classifier is not None:
         t = time.perf_counter()
-        for trace, (reading, path, probs) in zip(traces, read_segments(batch, classifier, lengths), strict=True):
-            trace.segment, trace.path, trace.glyph_probs = reading, path, probs
+        for trace, result in zip(traces, read_segments(batch, classifier, lengths), strict=True):
+            trace.segment, trace.path, trace.glyph_probs, trace.lattice_probs = result
         per_image = (time.perf_counter() - t) * 1000.0 / len(traces)
         for trace in traces:
             trace.ms["classify"] = per_image
     for trace in traces:
-        trace.route, trace.reason = _route(trace.segment, mode, threshold, line_reader is not None)
+        trace.route, trace.reason = route(trace.segment, mode, threshold, line_reader is not None)
     need_ctc = [tr for tr in traces if line_reader is not None and (mode == "both" or tr.route == "ctc")]
     if need_ctc and line_reader is not None:
         t = time.perf_counter()
@@ -195,7 +200,7 @@ def recognize(
     return traces
 
 
-def _route(segment: Reading | None, mode: str, threshold: float, have_ctc: bool) -> tuple[str, str]:
+def route(segment: Reading | None, mode: str, threshold: float, have_ctc: bool) -> tuple[str, str]:
     """(route, reason) for one image: the one visible fallback rule."""
     if mode == "segment":
         if segment is None:
@@ -215,6 +220,24 @@ def _route(segment: Reading | None, mode: str, threshold: float, have_ctc: bool)
             f"glyph {i + 1} {segment.text[i]!r} confidence {segment.char_conf[i]:.2f} < {threshold:.2f}"
         )
     return "segment", f"{len(segment.text)} glyphs, each confidence >= {threshold:.2f}"
+
+
+def reachable(lattice: Lattice, lattice_probs: np.ndarray, label: str, charset: str) -> bool:
+    """Whether the right reading is reachable from the segmenter's candidate boxes: some path of
+    ``len(label)`` lattice segments whose crops the classifier reads as the label, glyph by glyph.
+
+    This is what a perfect judge of candidate cuts could reach; it separates segmentation errors
+    (unreachable) from choice and classification errors (reachable but not chosen).
+    """
+    index = {c: i for i, c in enumerate(charset)}
+    if lattice.failure or not label or any(c not in index for c in label) or not len(lattice_probs):
+        return False
+    columns = [index[c] for c in label]
+    # A segment may stand at position m only if the classifier's best guess for it is label[m].
+    fits = lattice_probs.argmax(axis=1)[:, None] == np.array(columns)[None, :]  # (S, n)
+    scores = np.where(fits, np.log(np.maximum(lattice_probs[:, columns], 1e-6)), -1e9)
+    path = best_path(lattice, scores, len(label))
+    return path is not None and path.score > -1e8
 
 
 def _lengths_text(lengths: tuple[int, ...]) -> str:

@@ -2,7 +2,10 @@
 
 Outputs (OUT is created):
   predictions.csv   one row per input file, written as it is made (an interrupted run keeps them)
-  debug/<stem>/     per-stage images (``--debug``: every file; ``--debug-failures``: wrong or unsure)
+  report.json       where labels are known: the stage-wise evaluation report (pipeline/report.py)
+  report.html       the same for people: figures, comparison, confusion, calibration, failures
+  debug/<stem>/     per-stage images: ``--debug`` every file; ``--debug-failures`` wrong or unsure
+                    ones (the default where labels are known); ``--no-debug`` none
 
 Exit codes (see :class:`ExitCode`): 0 done (rows with ``route=error`` are per-file problems, not a
 failed run), 2 bad arguments, 3 input folder unusable, 4 model unusable, 5 OUT not writable,
@@ -25,7 +28,7 @@ from typing import IO, Any
 from pipeline.batches import default_jobs, iter_prepared
 from pipeline.bundle import DEFAULT_MODEL, BundleError, load_bundle
 from pipeline.config import StageParams
-from pipeline.dataset import FolderError, Item, list_images
+from pipeline.dataset import FolderError, Item, list_images, plausible_labels
 from pipeline.recognize import MODES, Trace, recognize
 
 log = logging.getLogger("pipeline.run")
@@ -62,7 +65,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     debug = parser.add_mutually_exclusive_group()
     debug.add_argument("--debug", action="store_true", help="write per-stage images for every file")
     debug.add_argument("--debug-failures", action="store_true",
-                       help="write per-stage images for wrong or unsure readings only")
+                       help="write per-stage images for wrong or unsure readings only "
+                       "(the default where labels are known)")
+    debug.add_argument("--no-debug", action="store_true", help="write no per-stage images")
     parser.add_argument("--threshold", type=float, default=None,
                         help="least per-glyph confidence for auto to keep the segment reading "
                         "(default: the bundle's, chosen on its validation split)")
@@ -104,6 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot write to %s: %s", args.out, exc.strerror or exc)
         return ExitCode.OUTPUT_ERROR
 
+    items, dropped = plausible_labels(items, bundle.charset)
+    if dropped:
+        log.info("%d file names hold characters this model does not know; taken as unlabelled", dropped)
+    if not args.debug and not args.no_debug and any(it.label for it in items):
+        args.debug_failures = True
     threshold = args.threshold if args.threshold is not None else routing_threshold(bundle)
     startup = time.perf_counter() - started
     log.info("%d images in %s; model %s (%s); mode %s; start-up %.1f s",
@@ -141,7 +151,10 @@ def _run(items: list[Item], args: argparse.Namespace, bundle: Any, readers: tupl
          out_csv: IO[str]) -> tuple[int, str]:
     from tqdm import tqdm
 
+    from pipeline.report import Report
+
     classifier, line_reader = readers
+    report = Report(bundle.charset) if any(it.label for it in items) else None
     writer = csv.DictWriter(out_csv, fieldnames=COLUMNS)
     writer.writeheader()
     params = StageParams.from_dict(bundle.manifest.get("params"))
@@ -169,6 +182,8 @@ def _run(items: list[Item], args: argparse.Namespace, bundle: Any, readers: tupl
                     right += row["correct"] == "1"
                 if trace is not None and _wants_debug(args, row, trace):
                     _write_debug(args.out, it, trace, debug_dirs)
+                if report is not None:
+                    _report_update(report, it, trace, row)
             out_csv.flush()
             done += len(chunk)
             bar.update(len(chunk))
@@ -181,6 +196,8 @@ def _run(items: list[Item], args: argparse.Namespace, bundle: Any, readers: tupl
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
+    if report is not None and done:
+        _write_report(args.out, report, seconds, args)
     summary = f"{done} images, {errors} errors"
     if known:
         summary += f", accuracy {right / known:.2%} ({right}/{known} labelled)"
@@ -212,6 +229,32 @@ def _row(item: Item, trace: Trace | None, error: str | None) -> dict[str, str]:
     if item.label:
         row["correct"] = "1" if trace.text == item.label else "0"
     return row
+
+
+def _report_update(report: Any, item: Item, trace: Trace | None, row: dict[str, str]) -> None:
+    images = None
+    if trace is not None and report.wants_gallery(trace, item.label):
+        from pipeline.debug import encode_png, stage_images
+
+        images = [(stage, encode_png(image)) for stage, image in stage_images(trace)]
+    report.update(item.rel, trace, item.label, error=row["reason"] if trace is None else None, images=images)
+
+
+def _write_report(out: Path, report: Any, seconds: float, args: argparse.Namespace) -> None:
+    """report.json (and report.html) beside predictions.csv; a failure here costs no predictions."""
+    import json
+
+    summary = report.summary(seconds=seconds)
+    summary["run"] = {"folder": str(args.folder), "model": str(args.model), "mode": args.mode}
+    try:
+        tmp = out / "report.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(out / "report.json")
+        from pipeline.report_html import render
+
+        (out / "report.html").write_text(render(summary, report.gallery), encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        log.error("report not written: %s", exc)
 
 
 def _wants_debug(args: argparse.Namespace, row: dict[str, str], trace: Trace) -> bool:

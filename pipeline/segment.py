@@ -141,33 +141,34 @@ def best_path(lattice: Lattice, scores: np.ndarray, n: int) -> Path | None:
     k = len(lattice.cuts)
     if lattice.failure or k < 2:
         return None
-    per_position = scores.ndim == 2
-    # best[m, c]: best score of m segments from cut 0 to cut c; back[m, c]: the last segment used.
-    best = np.full((n + 1, k), -np.inf)
-    back = np.full((n + 1, k), -1, dtype=np.int64)
-    best[0, 0] = 0.0
+    n_seg = len(lattice.segments)
     starts, ends = lattice.segments[:, 0], lattice.segments[:, 1]
-    order = np.argsort(ends, kind="stable")
-    for m in range(1, n + 1):
-        # Relax all segments at once: candidate = best[m-1, start] + total; keep the max per end.
-        cand = best[m - 1, starts] + lattice.prior + (scores[:, m - 1] if per_position else scores)
-        for s in order[np.isfinite(cand[order])]:
-            if cand[s] > best[m, ends[s]]:
-                best[m, ends[s]] = cand[s]
-                back[m, ends[s]] = s
-    if not np.isfinite(best[n, k - 1]):
+    # Dense (K, K) table per step: step[i, j] = score of the segment from cut i to cut j.
+    total = lattice.prior[:, None] + (scores if scores.ndim == 2 else scores[:, None])  # (S, n) or (S, 1)
+    seg_at = np.full((k, k), -1, dtype=np.int64)
+    seg_at[starts, ends] = np.arange(n_seg)
+    best = np.full(k, -np.inf)  # best score of m segments from cut 0 to each cut
+    best[0] = 0.0
+    back = np.zeros((n, k), dtype=np.int64)  # the start cut of the m-th segment ending at each cut
+    for m in range(n):
+        step = np.full((k, k), -np.inf)
+        step[starts, ends] = total[:, min(m, total.shape[1] - 1)]
+        cand = best[:, None] + step  # (from cut, to cut)
+        back[m] = cand.argmax(axis=0)
+        best = cand[back[m], np.arange(k)]
+    if not np.isfinite(best[k - 1]):
         return None
     chosen = []
     c = k - 1
-    for m in range(n, 0, -1):
-        s = int(back[m, c])
-        chosen.append(s)
-        c = int(starts[s])
+    for m in range(n - 1, -1, -1):
+        start = int(back[m, c])
+        chosen.append(int(seg_at[start, c]))
+        c = start
     ids = np.array(chosen[::-1], dtype=np.int64)
     boxes = np.stack(
         [lattice.cuts[starts[ids]], lattice.rows[ids, 0], lattice.cuts[ends[ids]], lattice.rows[ids, 1]], axis=1
     )
-    return Path(segment_ids=ids, boxes=boxes, score=float(best[n, k - 1]))
+    return Path(segment_ids=ids, boxes=boxes, score=float(best[k - 1]))
 
 
 def _failed(text_rows: tuple[int, int], n_components: int, why: str) -> Lattice:
@@ -211,8 +212,8 @@ def _candidate_cuts(
     empty = inner == 0
     if empty.any():
         edges = np.diff(np.concatenate([[0], empty.astype(np.int8), [0]]))
-        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
-            cuts.add(x0 + int((a + b) // 2))
+        for g0, g1 in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+            cuts.add(x0 + int((g0 + g1) // 2))
     # Local minima of the smoothed profile (plateaus count once), low enough to be cut through.
     left = np.concatenate([[np.inf], smooth[:-1]])
     right = np.concatenate([smooth[1:], [np.inf]])

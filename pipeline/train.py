@@ -34,7 +34,7 @@ from pipeline.dataset import (
     split_indices,
 )
 from pipeline.load import LoadError, load_gray
-from pipeline.recognize import Prepared, Reading, _route, read_segments
+from pipeline.recognize import Prepared, Reading, read_segments, route
 
 log = logging.getLogger("pipeline.train")
 
@@ -141,6 +141,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
             "fingerprint_sha256": fingerprint(items),
             "split": {"seed": args.seed, "val_fraction": args.val_fraction,
                       "train": len(tr_idx), "validation": len(va_idx)},
+            # The validation images by name, so benchmarks measure exactly what training never saw.
+            "validation_files": sorted(items[good[i]].rel for i in va_idx),
         },
         "command": command,
         "library_versions": library_versions(),
@@ -167,12 +169,12 @@ def choose_threshold(manifest: dict[str, Any], folder: Path, val_set: tuple[Sequ
     bundle = Bundle(path=folder, manifest=manifest)
     lengths = bundle.lengths
     prepared, labels = val_set
-    segment = [r for r, _, _ in read_segments(prepared, GlyphClassifier.from_bundle(bundle), lengths)]
+    segment = [r for r, *_ in read_segments(prepared, GlyphClassifier.from_bundle(bundle), lengths)]
     ctc = [Reading(t, c) for t, c in CtcReader.from_bundle(bundle).read([p.gray for p in prepared])]
     best: tuple[float, float] = (-1.0, 0.0)
     for threshold in np.round(np.arange(0.0, 1.0001, 0.01), 2):
         right = sum(
-            (s.text if _route(s, "auto", float(threshold), True)[0] == "segment" else c.text) == label
+            (s.text if route(s, "auto", float(threshold), True)[0] == "segment" else c.text) == label
             for s, c, label in zip(segment, ctc, labels, strict=True)
         )
         best = max(best, (right / max(1, len(labels)), float(threshold)))

@@ -32,16 +32,16 @@ WEIGHTS_FILE = "ctc.weights.h5"
 #: cover what CAPTCHA generators vary (placement, slant, size, stroke contrast, noise, stray
 #: strike-through lines) while never pushing a character out of the frame.
 AUGMENTATION: dict[str, Any] = {
-    "probability": 0.9,  # share of training images augmented each epoch (the rest stay clean)
-    "rotation_deg": 4.0,
-    "shear": 0.15,
-    "scale": (0.92, 1.08),
-    "shift_x_px": 3.0,
-    "shift_y_px": 2.0,
-    "ink_contrast": (0.6, 1.0),  # multiplies the ink's darkness
-    "noise_sigma": (0.0, 0.06),
-    "line_probability": 0.3,  # a random thin curve across the image
-    "blur_probability": 0.2,
+    "probability": 0.5,  # share of training images augmented each time they are drawn
+    "rotation_deg": 3.0,
+    "shear": 0.1,
+    "scale": (0.95, 1.05),
+    "shift_x_px": 2.0,
+    "shift_y_px": 1.5,
+    "ink_contrast": (0.8, 1.0),  # multiplies the ink's darkness
+    "noise_sigma": (0.0, 0.03),
+    "line_probability": 0.2,  # a random thin curve across the image
+    "blur_probability": 0.0,
 }
 
 

@@ -99,12 +99,12 @@ def training_crops(
 
 def augment(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random small affine jitter of uint8 (N, s, s) crops: rotation, scale, shift, shear."""
-    n, s, _ = crops.shape
+    n, s = crops.shape[0], int(crops.shape[1])
     out = np.empty_like(crops)
     angle = rng.uniform(-8, 8, n)
     scale = rng.uniform(0.9, 1.1, n)
-    shift = rng.uniform(-0.07, 0.07, (n, 2)) * s
-    shear = rng.uniform(-0.12, 0.12, n)
+    shift = np.asarray(rng.uniform(-0.07, 0.07, (n, 2))) * float(s)
+    shear = np.asarray(rng.uniform(-0.12, 0.12, n))
     for i in range(n):
         m = cv2.getRotationMatrix2D((s / 2, s / 2), float(angle[i]), float(scale[i]))
         m[0, 1] += shear[i]
@@ -131,7 +131,7 @@ def segment_accuracy(
     """(whole-CAPTCHA accuracy, glyph accuracy where the length matches) of the segment route."""
     readings = read_segments(prepared, _Scorer(model, charset), lengths)
     whole = glyph_right = glyph_total = 0
-    for (reading, _, _), label in zip(readings, labels, strict=True):
+    for (reading, *_), label in zip(readings, labels, strict=True):
         whole += reading.text == label
         if len(reading.text) == len(label):
             glyph_right += sum(a == b for a, b in zip(reading.text, label, strict=True))
@@ -142,6 +142,7 @@ def segment_accuracy(
 def _fit(
     crops: np.ndarray, classes: np.ndarray, *, arch: dict[str, Any], val: tuple[Sequence[Prepared], Sequence[str]],
     charset: str, lengths: tuple[int, ...], epochs: int, patience: int, seed: int, batch_size: int,
+    learning_rate: float = 2e-3,
 ) -> tuple[Any, dict[str, Any]]:
     import keras
 
@@ -149,13 +150,15 @@ def _fit(
 
     keras.utils.set_random_seed(seed)
     model = build_glyph_cnn(**arch)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     rng = np.random.default_rng(seed)
     best: tuple[float, float, int] = (-1.0, -1.0, -1)
     best_weights = model.get_weights()
     history = []
     for epoch in range(epochs):
+        # Cosine decay: late epochs take small steps, so the best epoch is not a lucky swing.
+        model.optimizer.learning_rate.assign(learning_rate * 0.5 * (1.0 + np.cos(np.pi * epoch / epochs)))
         x = augment(crops, rng).astype(np.float32)[..., None] / 255.0
         fit = model.fit(x, classes, batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
         whole, glyph = segment_accuracy(model, val[0], val[1], charset, lengths)
@@ -179,26 +182,33 @@ def train_glyph_reader(
     out_dir: Path,
     size: int,
     seed: int = 0,
+    architecture: dict[str, Any] | None = None,
     bootstrap_epochs: int = 6,
+    align_rounds: int = 2,
+    align_epochs: int = 10,
     max_epochs: int = 30,
-    patience: int = 6,
+    patience: int = 10,
     batch_size: int = 128,
 ) -> dict[str, Any]:
-    """Train the glyph CNN in two rounds (bootstrap, alignment); write its weights; return its
-    manifest entry."""
+    """Train the glyph CNN (bootstrap, then ``align_rounds`` rounds of alignment, each realigning
+    the crops with the previous round's model); write its weights; return its manifest entry."""
     started = time.perf_counter()
-    arch = {"size": size, "n_classes": len(charset)}
+    arch = {"size": size, "n_classes": len(charset), **(architecture or {})}
     crops0, classes0, used0 = training_crops(train[0], train[1], charset, seed=seed)
     log.info("bootstrap: %d crops from %d of %d images", len(crops0), used0, len(train[0]))
     model0, _ = _fit(crops0, classes0, arch=arch, val=val, charset=charset, lengths=lengths,
                      epochs=bootstrap_epochs, patience=bootstrap_epochs, seed=seed, batch_size=batch_size)
-    scorer = _Scorer(model0, charset)
-    flat = scorer.predict(np.concatenate([p.crops for p in train[0]]).astype(np.float32) / 255.0)
-    probs = np.split(flat, np.cumsum([len(p.crops) for p in train[0]])[:-1])
-    crops, classes, used = training_crops(train[0], train[1], charset, probs=probs, seed=seed + 1)
-    log.info("aligned: %d crops from %d of %d images", len(crops), used, len(train[0]))
-    model, fit_info = _fit(crops, classes, arch=arch, val=val, charset=charset, lengths=lengths,
-                           epochs=max_epochs, patience=patience, seed=seed, batch_size=batch_size)
+    model = model0
+    for round_ in range(1, align_rounds + 1):
+        scorer = _Scorer(model, charset)
+        flat = scorer.predict(np.concatenate([p.crops for p in train[0]]).astype(np.float32) / 255.0)
+        probs = np.split(flat, np.cumsum([len(p.crops) for p in train[0]])[:-1])
+        crops, classes, used = training_crops(train[0], train[1], charset, probs=probs, seed=seed + round_)
+        log.info("alignment round %d: %d crops from %d of %d images", round_, len(crops), used, len(train[0]))
+        last = round_ == align_rounds
+        model, fit_info = _fit(crops, classes, arch=arch, val=val, charset=charset, lengths=lengths,
+                               epochs=max_epochs if last else align_epochs, patience=patience if last else align_epochs,
+                               seed=seed, batch_size=batch_size)
     whole, glyph = segment_accuracy(model, val[0], val[1], charset, lengths)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS

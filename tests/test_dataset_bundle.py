@@ -97,3 +97,13 @@ def test_bad_bundles(tmp_path: Path):
     (tmp_path / "manifest.json").write_text(json.dumps({"charset": "a"}), encoding="utf-8")
     with pytest.raises(BundleError, match="lacks"):
         load_bundle(tmp_path)
+
+
+def test_stem_labels_outside_the_charset_are_dropped(tmp_path: Path):
+    from pipeline.dataset import plausible_labels
+
+    touch(tmp_path, "ab.png", "img001.png", "zz.png")
+    (tmp_path / "labels.csv").write_text("file,label\nzz.png,zz\n", encoding="utf-8")
+    items, dropped = plausible_labels(list_images(tmp_path), "ab")
+    assert dropped == 1
+    assert {i.rel: i.label for i in items} == {"ab.png": "ab", "img001.png": None, "zz.png": "zz"}

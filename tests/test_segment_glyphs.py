@@ -116,3 +116,39 @@ def test_stage_params_roundtrip():
     params = StageParams()
     assert StageParams.from_dict(params.to_dict()) == params
     assert StageParams.from_dict({"segment": {"tail_ink": 0.5, "unknown": 1}}).segment.tail_ink == 0.5
+
+
+def brute_force_best(lattice, scores: np.ndarray, n: int) -> float:
+    """Best path score by enumerating every chain of n segments from the first cut to the last."""
+    by_start: dict[int, list[int]] = {}
+    for s, (i, _) in enumerate(lattice.segments):
+        by_start.setdefault(int(i), []).append(s)
+    last = len(lattice.cuts) - 1
+
+    def walk(cut: int, left: int) -> float:
+        if left == 0:
+            return 0.0 if cut == last else -np.inf
+        return max((lattice.prior[s] + scores[s] + walk(int(lattice.segments[s, 1]), left - 1)
+                    for s in by_start.get(cut, [])), default=-np.inf)
+
+    return walk(0, n)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_best_path_agrees_with_brute_force(seed: int):
+    rng = np.random.default_rng(seed)
+    gray = np.full((30, 120), 255, np.uint8)
+    for x in rng.integers(5, 100, 6):  # random overlapping 'glyphs'
+        gray[rng.integers(3, 10) : rng.integers(20, 28), x : x + rng.integers(6, 18)] = 0
+    mask = binarize(gray, smooth=1)
+    n = int(rng.integers(2, 5))
+    lat = propose(mask, lengths=(n,))
+    scores = rng.normal(size=len(lat.segments))
+    path = best_path(lat, scores, n)
+    expected = brute_force_best(lat, scores, n)
+    if path is None:
+        assert expected == -np.inf
+    else:
+        assert path.score == pytest.approx(expected)
+        assert path.score == pytest.approx(float((lat.prior + scores)[path.segment_ids].sum()))
+        assert np.all(path.boxes[1:, 0] == path.boxes[:-1, 2])  # consecutive

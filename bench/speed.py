@@ -1,0 +1,91 @@
+"""Throughput of ``python -m pipeline.run`` over 2,000 images, start-up measured apart.
+
+    python bench/speed.py [--model captcha_v2] [--images 2000] [--repeats 3] [--modes segment auto both ctc]
+
+Builds a temporary folder of N images (symbolic links cycling over the data set's files, so nothing
+is copied), runs the real CLI as a subprocess per mode and repeat, and takes from its output the
+images/s of the reading loop (decode to CSV) and the start-up time (imports, model load). Writes
+medians to ``bench/results/speed_<model>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_folder(source: Path, n: int, folder: Path) -> None:
+    files = sorted(p for p in source.iterdir() if p.suffix.lower() == ".png")
+    if not files:
+        raise SystemExit(f"no PNG files in {source}")
+    for i in range(n):
+        src = files[i % len(files)]
+        # Numbered names keep every link unique; labels.csv carries the labels.
+        (folder / f"{i:05d}{src.suffix}").symlink_to(src.resolve())
+    with (folder / "labels.csv").open("w", encoding="utf-8") as fh:
+        fh.write("file,label\n")
+        for i in range(n):
+            fh.write(f"{i:05d}.png,{files[i % len(files)].stem}\n")
+
+
+def run_once(folder: Path, out: Path, model: str, mode: str) -> tuple[float, float, float]:
+    """(images/s, start-up s, wall s) of one CLI run."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.run", str(folder), "--out", str(out), "--model", model, "--mode", mode],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"pipeline.run failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    rate = float(re.search(r"([\d.]+) images/s", proc.stdout).group(1))  # type: ignore[union-attr]
+    startup = float(re.search(r"start-up ([\d.]+) s", proc.stderr).group(1))  # type: ignore[union-attr]
+    return rate, startup, wall
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="captcha_v2")
+    parser.add_argument("--data", type=Path, default=None, help="default: the bundle's training folder")
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--modes", nargs="+", default=["segment", "auto", "both", "ctc"])
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from pipeline.bundle import load_bundle
+
+    bundle = load_bundle(args.model)
+    source = args.data or (ROOT / bundle.manifest["data"]["folder"])
+    results: dict[str, object] = {"model": bundle.name, "images": args.images, "repeats": args.repeats,
+                                  "cpus": os.cpu_count(), "load_average_before": os.getloadavg()[0], "modes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        build_folder(Path(source), args.images, folder)
+        for mode in args.modes:
+            runs = [run_once(folder, Path(tmp) / f"out_{mode}_{r}", bundle.name, mode) for r in range(args.repeats)]
+            rates, startups, walls = zip(*runs, strict=True)
+            results["modes"][mode] = {  # type: ignore[index]
+                "images_per_second_median": statistics.median(rates), "images_per_second_runs": rates,
+                "startup_seconds_median": statistics.median(startups), "wall_seconds_median": statistics.median(walls),
+            }
+            print(f"{bundle.name} --mode {mode}: {statistics.median(rates):.0f} images/s (median of {args.repeats}), "
+                  f"start-up {statistics.median(startups):.1f} s")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"speed_{bundle.name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The report accumulator on constructed traces (exact counts), and the HTML's escaping."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from pipeline.recognize import Prepared, Reading, Trace
+from pipeline.report import Report, edit_distance
+from pipeline.report_html import render
+from pipeline.segment import propose
+
+CHARSET = "abc"
+
+
+def trace(seg: str, ctc: str, route: str, *, n_components: int = 3, conf: float = 0.9) -> Trace:
+    mask = np.zeros((10, 40), bool)
+    for k in range(n_components):
+        mask[2:8, 2 + 12 * k : 8 + 12 * k] = True
+    prepared = Prepared(np.zeros((10, 40), np.uint8), mask, mask, propose(mask, lengths=(3,)),
+                        np.zeros((0, 8, 8), np.uint8), {"binarize": 1.0, "clean": 3.0})
+    t = Trace(prepared=prepared, segment=Reading(seg, np.full(len(seg), conf)),
+              ctc=Reading(ctc, np.full(len(ctc), conf)), route=route, reason="test", ms=dict(prepared.ms))
+    t.text = seg if route == "segment" else ctc
+    return t
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "distance"),
+    [("", "", 0), ("abc", "abc", 0), ("abc", "abd", 1), ("abc", "ab", 1), ("", "abc", 3), ("kitten", "sitting", 3)],
+)
+def test_edit_distance(a: str, b: str, distance: int):
+    assert edit_distance(a, b) == distance
+
+
+def test_counts_and_comparison():
+    report = Report(CHARSET)
+    report.update("1.png", trace("abc", "abc", "segment"), "abc")  # both right, auto right
+    report.update("2.png", trace("abb", "abc", "ctc", n_components=2), "abc")  # only ctc right
+    report.update("3.png", trace("abc", "aac", "segment", n_components=4), "abc")  # only segment right
+    report.update("4.png", trace("cca", "bbb", "ctc"), "abc")  # both wrong
+    report.update("5.png", None, "abc", error="empty file")
+    report.update("6.png", trace("abc", "abc", "segment"), None)  # unlabelled: timing only
+    s = report.summary(seconds=2.0)
+    assert (s["images"], s["errors"], s["labelled"]) == (6, 1, 4)
+    assert s["comparison"]["both_right"] == 1 and s["comparison"]["only_ctc_right"] == 1
+    assert s["comparison"]["only_segment_right"] == 1 and s["comparison"]["both_wrong"] == 1
+    assert s["routes"]["segment"]["accuracy"] == 0.5 and s["routes"]["ctc"]["accuracy"] == 0.5
+    assert s["routes"]["auto"]["accuracy"] == 0.75
+    assert s["comparison"]["auto_choices"] == {"segment": {"chosen": 2, "right": 2}, "ctc": {"chosen": 2, "right": 1}}
+    assert s["comparison"]["auto_gain_over"] == {"segment": 0.25, "ctc": 0.25}
+    # CER of ctc: 0 + 0 + 1 ("aac") + 2 ("bbb") edits over 12 label characters.
+    assert s["routes"]["ctc"]["cer"] == pytest.approx(3 / 12)
+    assert s["segmentation"]["components"] == {"right_count": 2, "too_few": 1, "too_many": 1}
+    g = s["glyphs"]
+    assert g["glyphs"] == 12 and g["accuracy"] == pytest.approx(8 / 12)
+    assert g["per_character"]["a"]["recall"] == pytest.approx(3 / 4)
+    assert ["c", "b", 1] in g["most_confused"] or ["b", "c", 1] in g["most_confused"]
+    assert s["timing"]["ms_per_image"] == {"binarize": 1.0, "clean": 3.0}
+    assert s["timing"]["images_per_second"] == 3.0
+    assert sum(b["images"] for b in s["calibration"]["auto"]) == 4
+
+
+def test_gallery_keeps_the_worst_n():
+    report = Report(CHARSET, gallery_size=2)
+    for k, conf in enumerate([0.9, 0.2, 0.6, 0.1]):
+        report.update(f"{k}.png", trace("abb", "abb", "segment", conf=conf), "abc")
+    report.update("right.png", trace("abc", "abc", "segment"), "abc")
+    kept = sorted(e.file for e in report.gallery)
+    assert kept == ["1.png", "3.png"]  # the two least confident wrong readings
+
+
+class Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs.extend(attrs)
+
+
+def test_html_escapes_hostile_names_and_is_self_contained():
+    report = Report(CHARSET)
+    hostile = "<img src=x onerror=alert(1)>.png"
+    report.update(hostile, trace("abb", "<b>", "segment", conf=0.3), "abc",
+                  images=[("gray", b"\x89PNG fake")])
+    page = render(report.summary(seconds=1.0), report.gallery)
+    assert hostile not in page and "&lt;img src=x onerror=alert(1)&gt;.png" in page
+    parser = Collector()
+    parser.feed(page)
+    assert "script" not in parser.tags
+    sources = [v for k, v in parser.attrs if k in ("src", "href")]
+    assert sources and all(v and v.startswith("data:image/png;base64,") for v in sources)
+    assert not any(k.startswith("on") for k, _ in parser.attrs)

@@ -1,0 +1,169 @@
+"""End to end: the real ``pipeline.run`` CLI on real and hostile folders; exit codes; CSV contents.
+
+Accuracy floors are measured quantities with margin, not exact outputs; the figures the README
+quotes come from bench/.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.bundle import load_bundle
+from pipeline.run import COLUMNS, ExitCode, main
+
+from .conftest import ROOT, dataset
+
+SAMPLES = ROOT / "data" / "samples"
+
+
+def read_rows(out: Path) -> list[dict[str, str]]:
+    with (out / "predictions.csv").open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def accuracy(rows: list[dict[str, str]]) -> float:
+    return sum(r["correct"] == "1" for r in rows) / len(rows)
+
+
+def validation_folder(tmp_path: Path, name: str, count: int) -> Path:
+    """Links to the first ``count`` validation files of a shipped bundle (never trained on)."""
+    source = dataset(name)
+    files = load_bundle(name).manifest["data"]["validation_files"][:count]
+    folder = tmp_path / f"{name}_val"
+    folder.mkdir()
+    for rel in files:
+        (folder / rel).symlink_to((source / rel).resolve())
+    return folder
+
+
+def test_samples_with_default_model(tmp_path: Path):
+    out = tmp_path / "out"
+    assert main([str(SAMPLES), "--out", str(out), "-q"]) == ExitCode.OK
+    rows = read_rows(out)
+    assert len(rows) == 40 and tuple(rows[0].keys()) == COLUMNS
+    names = {r["file"] for r in rows}
+    assert {"with space.png", "quote's \"double\".png", "ünïcødé ✓.png"} <= names
+    assert all(r["label"] and r["route"] in ("segment", "ctc") for r in rows)
+    assert accuracy(rows) >= 0.85  # samples re-encode validation images in 10 formats / colour modes
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "floor"),
+    [
+        ("captcha_v2", "segment", 0.60),  # the segment route alone on the hardest scheme
+        ("captcha_v2", "ctc", 0.93),
+        ("captcha_v2", "auto", 0.93),
+        ("wp_rsc", "segment", 0.95),
+        ("wp_rsc", "auto", 0.97),
+    ],
+)
+def test_accuracy_floors_on_validation_images(tmp_path: Path, name: str, mode: str, floor: float):
+    folder = validation_folder(tmp_path, name, 100)
+    out = tmp_path / "out"
+    assert main([str(folder), "--out", str(out), "--model", name, "--mode", mode, "-q"]) == ExitCode.OK
+    rows = read_rows(out)
+    assert len(rows) == 100
+    assert accuracy(rows) >= floor
+    if mode != "auto":
+        assert {r["route"] for r in rows} == {mode}
+
+
+def test_mode_both_writes_both_readings(tmp_path: Path):
+    folder = validation_folder(tmp_path, "captcha_v2", 20)
+    out = tmp_path / "out"
+    assert main([str(folder), "--out", str(out), "--mode", "both", "-q"]) == ExitCode.OK
+    for row in read_rows(out):
+        assert row["segment_confidence"] and row["ctc_prediction"] and row["ctc_confidence"]
+        routed = row["segment_prediction"] if row["route"] == "segment" else row["ctc_prediction"]
+        assert row["prediction"] == routed and row["reason"]
+
+
+def test_debug_images_for_every_stage(tmp_path: Path):
+    folder = validation_folder(tmp_path, "captcha_v2", 3)
+    out = tmp_path / "out"
+    assert main([str(folder), "--out", str(out), "--mode", "both", "--debug", "-q"]) == ExitCode.OK
+    stems = {Path(r["file"]).stem for r in read_rows(out)}
+    for stem in stems:
+        written = sorted(p.name for p in (out / "debug" / stem).iterdir())
+        for stage in ("01_gray", "02_binary", "03_cleaned", "04_components", "05_split", "06_glyphs"):
+            assert f"{stage}.png" in written
+        assert "strip.png" in written
+        assert Image.open(out / "debug" / stem / "01_gray.png").size[1] == load_bundle("captcha_v2").image_height
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_bad_input_gets_error_rows_and_the_rest_goes_on(tmp_path: Path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = sorted(SAMPLES.glob("*.png"))[:2]
+    for src in good:
+        (folder / src.name).write_bytes(src.read_bytes())
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.png").write_text("not an image", encoding="utf-8")
+    (folder / "truncated.png").write_bytes(good[0].read_bytes()[:200])
+    buf = io.BytesIO()
+    Image.new("L", (20_000, 20_000), 255).save(buf, format="PNG")  # a small file, 400 Mpixel
+    (folder / "bomb.png").write_bytes(buf.getvalue())
+    (folder / "blank.png").write_bytes(png_bytes(np.full((50, 200), 255, np.uint8)))  # no ink at all
+    (folder / "tiny.png").write_bytes(png_bytes(np.zeros((1, 1), np.uint8)))
+    out = tmp_path / "out"
+    assert main([str(folder), "--out", str(out), "-q"]) == ExitCode.OK
+    rows = {r["file"]: r for r in read_rows(out)}
+    assert len(rows) == 8
+    assert "empty" in rows["empty.png"]["reason"] and rows["empty.png"]["route"] == "error"
+    assert "not a recognised image" in rows["text.png"]["reason"]
+    assert rows["truncated.png"]["route"] == "error"
+    assert "over the limit" in rows["bomb.png"]["reason"]
+    for src in good:
+        assert rows[src.name]["route"] in ("segment", "ctc") and rows[src.name]["prediction"]
+    assert rows["blank.png"]["route"] in ("segment", "ctc")  # read (as nothing), not crashed
+
+
+def test_exit_codes(tmp_path: Path):
+    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == ExitCode.INPUT_ERROR
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == ExitCode.INPUT_ERROR
+    assert main([str(SAMPLES), "--out", str(tmp_path / "o"), "--model", str(tmp_path)]) == ExitCode.MODEL_ERROR
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main([str(SAMPLES), "--out", str(blocker / "sub")]) == ExitCode.OUTPUT_ERROR
+    assert main([str(SAMPLES)]) == ExitCode.BAD_ARGS  # --out missing
+    assert main([str(SAMPLES), "--out", str(tmp_path / "o"), "--mode", "nope"]) == ExitCode.BAD_ARGS
+
+
+def test_real_command_line(tmp_path: Path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.run", str(SAMPLES), "--out", str(out), "--mode", "segment"],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"predictions: {out / 'predictions.csv'}" in proc.stdout
+    assert "40 images, 0 errors, accuracy" in proc.stdout and "images/s" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert len(read_rows(out)) == 40
+
+
+def test_manifests_record_their_making():
+    for name in ("captcha_v2", "wp_rsc"):
+        manifest = load_bundle(name).manifest
+        assert manifest["command"].startswith("python -m pipeline.train")
+        assert len(manifest["data"]["fingerprint_sha256"]) == 64
+        assert set(manifest["readers"]) == {"glyph", "ctc"}
+        assert 0.0 <= manifest["routing"]["threshold"] <= 1.0
+        json.dumps(manifest)
