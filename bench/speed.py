@@ -3,9 +3,10 @@
     python bench/speed.py [--model captcha_v2] [--images 2000] [--repeats 3] [--modes segment auto both ctc]
 
 Builds a temporary folder of N images (symbolic links cycling over the data set's files, so nothing
-is copied), runs the real CLI as a subprocess per mode and repeat, and takes from its output the
-images/s of the reading loop (decode to CSV) and the start-up time (imports, model load). Writes
-medians to ``bench/results/speed_<model>.json``.
+is copied) with a labels.csv, runs the real CLI as a subprocess per mode and repeat (``--no-debug``:
+stage images are for people, not throughput; the report is still accumulated), and takes from its
+output the images/s of the reading loop (decode to CSV) and the start-up time (imports, model
+load). Writes medians to ``bench/results/speed_<model>.json``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def run_once(folder: Path, out: Path, model: str, mode: str) -> tuple[float, flo
     """(images/s, start-up s, wall s) of one CLI run."""
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.run", str(folder), "--out", str(out), "--model", model, "--mode", mode],
+        [sys.executable, "-m", "pipeline.run", str(folder), "--out", str(out), "--model", model, "--mode", mode,
+         "--no-debug"],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     wall = time.perf_counter() - started

@@ -8,6 +8,7 @@ a stage that fails on it, becomes an error string for that file; the rest of the
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -27,14 +28,18 @@ def default_jobs() -> int:
 
 def prepare_file(path: Path, *, params: StageParams, lengths: tuple[int, ...], height: int) -> Prepared | str:
     """Load and prepare one file; a one-line reason instead of a Prepared when that fails."""
+    started = time.perf_counter()
     try:
         gray = load_gray(path)
     except LoadError as exc:
         return str(exc)
+    load_ms = (time.perf_counter() - started) * 1000.0
     try:
-        return prepare(gray, params=params, lengths=lengths, height=height)
+        prepared = prepare(gray, params=params, lengths=lengths, height=height)
     except (ValueError, MemoryError) as exc:  # a stage refusing a degenerate image
         return f"processing failed: {exc}"
+    prepared.ms = {"load": load_ms, **prepared.ms}
+    return prepared
 
 
 def _prepare_chunk(

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # keras is imported lazily: start-up without a model should n
 
 
 def build_glyph_cnn(
-    *, size: int, n_classes: int, filters: Sequence[int] = (32, 64), dense: int = 128, dropout: float = 0.3
+    *, size: int, n_classes: int, filters: Sequence[int] = (16, 32, 64), dense: int = 128, dropout: float = 0.3
 ) -> keras.Model:
     """The glyph classifier: input float32 (B, size, size, 1), output softmax (B, n_classes + 1).
 

@@ -24,19 +24,30 @@ def crop_glyphs(mask: np.ndarray, spans: np.ndarray, *, size: int = 28, margin: 
         uint8 (S, size, size), ink 255 on 0; an all-zero crop where the columns hold no ink.
     """
     out = np.zeros((len(spans), size, size), dtype=np.uint8)
+    if len(spans) == 0:
+        return out
+    spans = np.asarray(spans, dtype=np.int64)
+    h, w = mask.shape
     ink = mask.astype(np.uint8) * 255
     inner = size - 2 * margin
-    for n, (x0, x1) in enumerate(np.asarray(spans, dtype=np.int64)):
-        piece = ink[:, max(0, x0) : max(0, x1)]
-        rows = np.flatnonzero(piece.any(axis=1))
-        cols = np.flatnonzero(piece.any(axis=0))
-        if rows.size == 0:
-            continue
-        piece = piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-        h, w = piece.shape
-        scale = inner / max(h, w)
-        nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-        small = cv2.resize(piece, (nw, nh), interpolation=cv2.INTER_AREA)
+    # Tighten every span to its ink columns at once: the first / last inked column inside it.
+    inked = np.flatnonzero(mask.any(axis=0))
+    x0 = np.clip(spans[:, 0], 0, w)
+    x1 = np.clip(spans[:, 1], 0, w)
+    lo = inked[np.minimum(np.searchsorted(inked, x0), len(inked) - 1)] if len(inked) else x0
+    hi = inked[np.maximum(np.searchsorted(inked, x1) - 1, 0)] + 1 if len(inked) else x0
+    has = mask.any(axis=0)
+    first = np.where(has, mask.argmax(axis=0), h)
+    last = np.where(has, h - mask[::-1].argmax(axis=0), 0)
+    for n in range(len(spans)):
+        c0, c1 = int(lo[n]), int(hi[n])
+        if c1 <= c0 or c0 < x0[n] or c1 > x1[n]:
+            continue  # no ink in these columns
+        r0, r1 = int(first[c0:c1].min()), int(last[c0:c1].max())
+        piece = ink[r0:r1, c0:c1]
+        ph, pw = piece.shape
+        scale = inner / max(ph, pw)
+        nh, nw = max(1, int(round(ph * scale))), max(1, int(round(pw * scale)))
         top, left = (size - nh) // 2, (size - nw) // 2
-        out[n, top : top + nh, left : left + nw] = small
+        out[n, top : top + nh, left : left + nw] = cv2.resize(piece, (nw, nh), interpolation=cv2.INTER_AREA)
     return out

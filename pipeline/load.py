@@ -137,9 +137,8 @@ def _to_gray(img: Image.Image) -> np.ndarray:
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R 601 luma of an (H, W, 3) uint8 image, as uint8 (the same weights OpenCV uses)."""
-    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.clip(rgb.astype(np.float32) @ weights + 0.5, 0, 255).astype(np.uint8)
+    """ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B) of an (H, W, 3) uint8 image, as uint8."""
+    return np.asarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY), dtype=np.uint8)
 
 
 def _composite(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:

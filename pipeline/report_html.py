@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -197,7 +198,7 @@ def confusion_png(labels: Sequence[str], matrix: Sequence[Sequence[int]], *, cel
             v = share[i, j]
             if v <= 0:
                 continue
-            strength = int(255 * (1 - min(1.0, 0.15 + v)))
+            strength = int(255 * (1 - 0.7 * min(1.0, 0.15 + v)))  # light enough to read a number on
             colour = (255, strength, strength) if i == j else (strength, strength, 255)
             y, x = margin + i * cell, margin + j * cell
             cv2.rectangle(img, (x, y), (x + cell - 1, y + cell - 1), colour, -1)
@@ -233,3 +234,43 @@ def calibration_png(calibration: dict[str, list[dict[str, Any]]], *, size: int =
                 (0, 0, 0), 1)
     cv2.putText(img, "accuracy", (2, pad - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
     return encode_png(img)
+
+
+#: Flags for a headless Chromium on a closed network: no GPU, no background fetches, no sandbox
+#: (CI runs as root), a fresh profile.
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars")
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium / Chrome binary, or None."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if found := shutil.which(name):
+            return found
+    return None
+
+
+def screenshot(page: Path, png: Path, *, width: int = 1200, height: int = 2600, timeout: float = 90.0) -> None:
+    """Render an HTML file in headless Chromium and save a PNG of it.
+
+    Raises:
+        RuntimeError: no Chromium, or it failed to write the picture.
+    """
+    import subprocess
+    import tempfile
+
+    binary = find_chromium()
+    if binary is None:
+        raise RuntimeError("no chromium found (Debian: apt-get install chromium)")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run(
+            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
+             f"--screenshot={png.resolve()}", page.resolve().as_uri()],
+            capture_output=True, text=True, timeout=timeout,
+        )
+    if not png.is_file():
+        raise RuntimeError(f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-500:]}")

@@ -115,16 +115,21 @@ def propose(
     width_cost = 0.5 * ((seg_width - mean_width) / (0.35 * mean_width)) ** 2
     cut_cost = (col[np.minimum(cuts, len(col) - 1)] / text_height)[j_idx]
     prior = -width_weight * width_cost - cut_cost
-    # Ink rows of each segment, from each column's first and last ink row.
+    # Ink rows of each segment: per column the first and last ink row, then per pair of cuts the
+    # min / max over the columns between (a cumulative table over the K cuts, no loop over S).
     h = mask.shape[0]
     has = mask.any(axis=0)
     first = np.where(has, mask.argmax(axis=0), h)
     last = np.where(has, h - mask[::-1].argmax(axis=0), 0)
-    seg_rows = np.array(
-        [[first[cuts[i] : cuts[j]].min(initial=h), last[cuts[i] : cuts[j]].max(initial=0)]
-         for i, j in segments],
-        dtype=np.int64,
-    ).reshape(-1, 2)
+    k = len(cuts)
+    interval_first = np.array([first[a:b].min(initial=h) for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
+    interval_last = np.array([last[a:b].max(initial=0) for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
+    top_table = np.full((k, k), h, dtype=np.int64)
+    bottom_table = np.zeros((k, k), dtype=np.int64)
+    for i in range(k - 1):
+        top_table[i, i + 1 :] = np.minimum.accumulate(interval_first[i:])
+        bottom_table[i, i + 1 :] = np.maximum.accumulate(interval_last[i:])
+    seg_rows = np.stack([top_table[i_idx, j_idx], bottom_table[i_idx, j_idx]], axis=1).astype(np.int64)
     return Lattice(cuts, segments, prior, seg_rows, (top, bottom), n_components)
 
 

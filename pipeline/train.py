@@ -15,6 +15,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,21 +49,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N labelled images")
-    parser.add_argument("--glyph-epochs", type=int, default=30)
+    parser.add_argument("--glyph-epochs", type=int, default=40, help="epochs of the final glyph round")
+    parser.add_argument("--align-rounds", type=int, default=3, help="glyph crop re-alignment rounds")
     parser.add_argument("--ctc-epochs", type=int, default=None, help="default: the CTC trainer's own")
     parser.add_argument("--jobs", type=int, default=default_jobs())
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parse_args(argv)
+        args = parse_args(words)
     except SystemExit as exc:
         return int(exc.code or 0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        manifest = train(args, command=" ".join(["python -m pipeline.train", *map(shlex.quote, sys.argv[1:])]))
+        manifest = train(args, command=" ".join(["python -m pipeline.train", *map(shlex.quote, words)]))
     except (FolderError, ValueError) as exc:
         log.error("%s", exc)
         return 3
@@ -105,6 +108,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         if isinstance(p, str):
             log.warning("skipping %s: %s", items[i].rel, p)
     tr_idx, va_idx = split_indices(len(good), val_fraction=args.val_fraction, seed=args.seed)
+    val_items = [items[good[i]] for i in va_idx]
     train_set = ([prepared[good[i]] for i in tr_idx], [labels[good[i]] for i in tr_idx])
     val_set = ([prepared[good[i]] for i in va_idx], [labels[good[i]] for i in va_idx])
     args.out.mkdir(parents=True, exist_ok=True)
@@ -115,8 +119,19 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
 
         readers["glyph"] = train_glyph_reader(train_set, val_set, charset=charset, lengths=lengths,
                                               out_dir=args.out, size=params.glyph.size, seed=args.seed,
-                                              max_epochs=args.glyph_epochs)
-        log.info("glyph reader: %s", readers["glyph"]["validation"])
+                                              max_epochs=args.glyph_epochs, align_rounds=args.align_rounds)
+        # Offer only the glyph widths the aligned training glyphs span (with a margin): fewer
+        # candidate segments to classify, none a real glyph needs.
+        spread = readers["glyph"]["training"]["relative_widths"]
+        params = replace(params, segment=replace(
+            params.segment,
+            min_width=round(max(params.segment.min_width, 0.85 * spread["p0.5"]), 3),
+            max_width=round(min(params.segment.max_width, 1.15 * spread["p99.5"]), 3),
+        ))
+        val_set = (_prepare_again(val_set[0], val_items, params, lengths, height, args.jobs), val_set[1])
+        readers["glyph"]["validation"] = _glyph_validation(args.out, readers["glyph"], val_set, charset, lengths)
+        log.info("glyph reader: %s; widths %.2f-%.2f", readers["glyph"]["validation"],
+                 params.segment.min_width, params.segment.max_width)
     if args.reader in ("ctc", "both"):
         from pipeline.train_ctc import train_ctc_reader
 
@@ -153,6 +168,30 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         manifest["routing"] = choose_threshold(manifest, args.out, val_set)
     write_manifest(args.out, manifest)
     return manifest
+
+
+def _prepare_again(old: Sequence[Prepared], items: Sequence[Any], params: StageParams, lengths: tuple[int, ...],
+                   height: int, jobs: int) -> list[Prepared]:
+    """The validation images under new stage parameters (they were readable the first time)."""
+    fresh: list[Prepared] = []
+    for chunk in iter_prepared([it.path for it in items], params=params, lengths=lengths, height=height,
+                               n_jobs=jobs):
+        fresh.extend(p for p in chunk if not isinstance(p, str))
+    if len(fresh) != len(old):
+        raise ValueError("validation images changed while training")
+    return fresh
+
+
+def _glyph_validation(folder: Path, entry: dict[str, Any], val_set: tuple[Sequence[Prepared], Sequence[str]],
+                      charset: str, lengths: tuple[int, ...]) -> dict[str, Any]:
+    """Validation figures of the saved glyph reader under the bundle's final stage parameters."""
+    from pipeline.glyph_cnn import build_glyph_cnn
+    from pipeline.train_glyph import segment_accuracy
+
+    model = build_glyph_cnn(**entry["architecture"])
+    model.load_weights(str(folder / entry["weights"]))
+    whole, glyph = segment_accuracy(model, val_set[0], val_set[1], charset, lengths)
+    return {"images": len(val_set[0]), "accuracy": whole, "glyph_accuracy": glyph}
 
 
 def choose_threshold(manifest: dict[str, Any], folder: Path, val_set: tuple[Sequence[Prepared], Sequence[str]]

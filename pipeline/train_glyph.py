@@ -16,6 +16,7 @@ the best weights restored.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ import cv2
 import numpy as np
 
 from pipeline.bundle import sha256_file
+from pipeline.glyph_cnn import GlyphClassifier, build_glyph_cnn
 from pipeline.recognize import Prepared, read_segments
 from pipeline.segment import best_path
 
@@ -40,9 +42,11 @@ def training_crops(
     charset: str,
     *,
     probs: Sequence[np.ndarray] | None = None,
-    rejects_per_glyph: float = 1.0,
+    rejects_per_glyph: float = 1.5,
+    reject_coverage: float = 0.7,
+    reject_purity: float = 0.8,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """Glyph crops and class indices from labelled images.
 
     Args:
@@ -51,15 +55,21 @@ def training_crops(
         probs: per image, float (S, C + 1) class probabilities of its lattice segments from a
             previous model; None for the bootstrap round (no classifier).
         rejects_per_glyph: reject-class crops kept per glyph crop (sampled).
+        reject_coverage, reject_purity: a segment is a reject example when it holds less than
+            ``reject_coverage`` of the ink of every chosen glyph, or when less than
+            ``reject_purity`` of its own ink belongs to one chosen glyph.
 
     Returns:
-        (crops uint8 (N, size, size), classes int (N,), images used). Class ``len(charset)`` is reject.
+        (crops uint8 (N, size, size), classes int (N,), images used, relative widths float (G,)).
+        Class ``len(charset)`` is reject; a relative width is a chosen glyph's width over its
+        image's text span / its label length.
     """
     rng = np.random.default_rng(seed)
     index = {c: i for i, c in enumerate(charset)}
     reject = len(charset)
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
+    widths: list[np.ndarray] = []
     used = 0
     for n_img, (prep, label) in enumerate(zip(prepared, labels, strict=True)):
         lat = prep.lattice
@@ -75,18 +85,24 @@ def training_crops(
             continue
         used += 1
         ids = path.segment_ids
+        widths.append((path.boxes[:, 2] - path.boxes[:, 0]) / ((lat.cuts[-1] - lat.cuts[0]) / len(label)))
         xs.append(prep.crops[ids])
         ys.append(np.array([index[c] for c in label]))
-        # Reject examples: segments overlapping no chosen segment well (IoU of column ranges).
-        spans = lat.cuts[lat.segments].astype(np.float64)
-        chosen = spans[ids]
-        inter = np.clip(
-            np.minimum(spans[:, None, 1], chosen[None, :, 1]) - np.maximum(spans[:, None, 0], chosen[None, :, 0]),
-            0, None,
-        )
-        union = (spans[:, None, 1] - spans[:, None, 0]) + (chosen[None, :, 1] - chosen[None, :, 0]) - inter
-        iou = (inter / np.maximum(union, 1)).max(axis=1)
-        candidates = np.flatnonzero(iou < 0.45)
+        # Reject examples, judged by ink rather than columns: a segment is "not one whole glyph"
+        # when it misses much of every chosen glyph's ink (a sliver of an "m") or carries much ink
+        # of a second one (a glyph plus its neighbour's leg). Near-misses in between are skipped.
+        col = prep.cleaned.sum(axis=0).astype(np.float64)
+        cum = np.concatenate([[0.0], np.cumsum(col)])
+        spans = lat.cuts[lat.segments]  # (S, 2)
+        chosen = spans[ids]  # (n, 2)
+        lo = np.maximum(spans[:, None, 0], chosen[None, :, 0])
+        hi = np.minimum(spans[:, None, 1], chosen[None, :, 1])
+        shared = np.where(hi > lo, cum[np.maximum(hi, lo)] - cum[lo], 0.0)  # (S, n) ink in common
+        glyph_ink = np.maximum(cum[chosen[:, 1]] - cum[chosen[:, 0]], 1.0)  # (n,)
+        seg_ink = np.maximum(cum[spans[:, 1]] - cum[spans[:, 0]], 1.0)  # (S,)
+        coverage = (shared / glyph_ink[None, :]).max(axis=1)
+        purity = shared.max(axis=1) / seg_ink
+        candidates = np.flatnonzero((coverage < reject_coverage) | (purity < reject_purity))
         take = min(len(candidates), int(round(rejects_per_glyph * len(label))))
         if take:
             picked = rng.choice(candidates, size=take, replace=False)
@@ -94,15 +110,15 @@ def training_crops(
             ys.append(np.full(take, reject))
     if not xs:
         raise ValueError("no training image could be segmented into its label's length")
-    return np.concatenate(xs), np.concatenate(ys).astype(np.int64), used
+    return np.concatenate(xs), np.concatenate(ys).astype(np.int64), used, np.concatenate(widths)
 
 
 def augment(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random small affine jitter of uint8 (N, s, s) crops: rotation, scale, shift, shear."""
     n, s = crops.shape[0], int(crops.shape[1])
     out = np.empty_like(crops)
-    angle = rng.uniform(-8, 8, n)
-    scale = rng.uniform(0.9, 1.1, n)
+    angle = np.asarray(rng.uniform(-8, 8, n))
+    scale = np.asarray(rng.uniform(0.9, 1.1, n))
     shift = np.asarray(rng.uniform(-0.07, 0.07, (n, 2))) * float(s)
     shear = np.asarray(rng.uniform(-0.12, 0.12, n))
     for i in range(n):
@@ -113,23 +129,16 @@ def augment(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-class _Scorer:
-    """Adapter: a Keras model as the orchestrator's glyph reader (``predict`` + ``charset``)."""
-
-    def __init__(self, model: Any, charset: str) -> None:
-        self.model, self.charset = model, charset
-
-    def predict(self, crops: np.ndarray) -> np.ndarray:
-        if len(crops) == 0:
-            return np.zeros((0, len(self.charset) + 1), np.float32)
-        return np.asarray(self.model.predict(crops[..., None], batch_size=4096, verbose=0))
+def scorer_for(model: Any, charset: str) -> GlyphClassifier:
+    """A model being trained, as the orchestrator's glyph reader."""
+    return GlyphClassifier(model, charset, size=int(model.input_shape[1]))
 
 
 def segment_accuracy(
     model: Any, prepared: Sequence[Prepared], labels: Sequence[str], charset: str, lengths: tuple[int, ...]
 ) -> tuple[float, float]:
     """(whole-CAPTCHA accuracy, glyph accuracy where the length matches) of the segment route."""
-    readings = read_segments(prepared, _Scorer(model, charset), lengths)
+    readings = read_segments(prepared, scorer_for(model, charset), lengths)
     whole = glyph_right = glyph_total = 0
     for (reading, *_), label in zip(readings, labels, strict=True):
         whole += reading.text == label
@@ -145,8 +154,6 @@ def _fit(
     learning_rate: float = 2e-3,
 ) -> tuple[Any, dict[str, Any]]:
     import keras
-
-    from pipeline.glyph_cnn import build_glyph_cnn
 
     keras.utils.set_random_seed(seed)
     model = build_glyph_cnn(**arch)
@@ -184,26 +191,33 @@ def train_glyph_reader(
     seed: int = 0,
     architecture: dict[str, Any] | None = None,
     bootstrap_epochs: int = 6,
-    align_rounds: int = 2,
+    align_rounds: int = 3,
     align_epochs: int = 10,
-    max_epochs: int = 30,
+    max_epochs: int = 40,
     patience: int = 10,
     batch_size: int = 128,
 ) -> dict[str, Any]:
     """Train the glyph CNN (bootstrap, then ``align_rounds`` rounds of alignment, each realigning
     the crops with the previous round's model); write its weights; return its manifest entry."""
+    if align_rounds < 1:
+        raise ValueError("align_rounds must be at least 1")
     started = time.perf_counter()
-    arch = {"size": size, "n_classes": len(charset), **(architecture or {})}
-    crops0, classes0, used0 = training_crops(train[0], train[1], charset, seed=seed)
+    # The full architecture goes into the manifest, defaults included: a bundle must rebuild the
+    # same network even after build_glyph_cnn's defaults change.
+    defaults = {k: v.default for k, v in inspect.signature(build_glyph_cnn).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+    arch = {**defaults, "size": size, "n_classes": len(charset), **(architecture or {})}
+    arch = {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
+    crops0, classes0, used0, _ = training_crops(train[0], train[1], charset, seed=seed)
     log.info("bootstrap: %d crops from %d of %d images", len(crops0), used0, len(train[0]))
     model0, _ = _fit(crops0, classes0, arch=arch, val=val, charset=charset, lengths=lengths,
                      epochs=bootstrap_epochs, patience=bootstrap_epochs, seed=seed, batch_size=batch_size)
     model = model0
     for round_ in range(1, align_rounds + 1):
-        scorer = _Scorer(model, charset)
+        scorer = scorer_for(model, charset)
         flat = scorer.predict(np.concatenate([p.crops for p in train[0]]).astype(np.float32) / 255.0)
         probs = np.split(flat, np.cumsum([len(p.crops) for p in train[0]])[:-1])
-        crops, classes, used = training_crops(train[0], train[1], charset, probs=probs, seed=seed + round_)
+        crops, classes, used, widths = training_crops(train[0], train[1], charset, probs=probs, seed=seed + round_)
         log.info("alignment round %d: %d crops from %d of %d images", round_, len(crops), used, len(train[0]))
         last = round_ == align_rounds
         model, fit_info = _fit(crops, classes, arch=arch, val=val, charset=charset, lengths=lengths,
@@ -222,6 +236,8 @@ def train_glyph_reader(
         "training": {
             "images": len(train[0]), "images_used": used, "crops": int(len(crops)),
             "reject_crops": int((classes == len(charset)).sum()), "seconds": round(time.perf_counter() - started, 1),
+            # Aligned glyph widths over (text span / length): what the lattice needs to offer.
+            "relative_widths": {f"p{q:g}": round(float(np.percentile(widths, q)), 3) for q in (0.5, 5, 50, 95, 99.5)},
             **fit_info,
         },
     }

@@ -6,10 +6,11 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from pipeline.recognize import Prepared, Reading, Trace
 from pipeline.report import Report, edit_distance
-from pipeline.report_html import render
+from pipeline.report_html import find_chromium, render, screenshot
 from pipeline.segment import propose
 
 CHARSET = "abc"
@@ -96,3 +97,17 @@ def test_html_escapes_hostile_names_and_is_self_contained():
     sources = [v for k, v in parser.attrs if k in ("src", "href")]
     assert sources and all(v and v.startswith("data:image/png;base64,") for v in sources)
     assert not any(k.startswith("on") for k, _ in parser.attrs)
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed (.ci/run installs Debian's)")
+def test_page_renders_in_headless_chromium(tmp_path):
+    report = Report(CHARSET)
+    for k in range(6):
+        report.update(f"{k}.png", trace("abb" if k % 2 else "abc", "abc", "segment", conf=0.3 + 0.1 * k), "abc")
+    page = tmp_path / "report.html"
+    page.write_text(render(report.summary(seconds=1.0), report.gallery), encoding="utf-8")
+    png = tmp_path / "shot.png"
+    screenshot(page, png, width=800, height=900)
+    pixels = np.asarray(Image.open(png).convert("L"), dtype=np.float64)
+    assert pixels.shape == (900, 800)
+    assert pixels.std() > 10 and (pixels < 100).mean() > 0.005  # text drawn, not a blank page
