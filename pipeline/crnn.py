@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -266,6 +267,8 @@ def decode(probs: np.ndarray, charset: str) -> list[tuple[str, np.ndarray]]:
         return []
     blank = n_out - 1
     lengths = np.full((batch,), frames, dtype=np.int32)
+    # ctc_decode documents logits as input; greedy decoding only takes the per-frame argmax,
+    # which probabilities share, and we ignore its score output.
     decoded, _ = keras.ops.ctc_decode(probs, lengths, strategy="greedy", mask_index=blank)
     # (1, B, T) with -1 after the end of each sequence.
     keras_paths = keras.ops.convert_to_numpy(decoded)[0]
@@ -334,7 +337,7 @@ class CtcReader:
         return cls.from_weights(weights, charset=charset, architecture=arch)
 
     @classmethod
-    def from_weights(cls, weights: Any, *, charset: str, architecture: dict[str, Any]) -> CtcReader:
+    def from_weights(cls, weights: str | Path, *, charset: str, architecture: dict[str, Any]) -> CtcReader:
         """Rebuild with ``build_crnn(**architecture)`` and load a ``.weights.h5`` file."""
         training, inference = build_crnn(**architecture)
         training.load_weights(weights)

@@ -10,6 +10,7 @@ every epoch (cheap OpenCV on the already-prepared model inputs), so a few hundre
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -114,8 +115,14 @@ def train_ctc_reader(
         height = int(np.clip(median_h, 16, 32)) // 8 * 8
     max_len = max(len(t) for t in [*train_labels, *val_labels])
     width = _model_width(train_grays, height=height, max_label_length=max_len)
-    arch: dict[str, Any] = {"height": height, "width": width, "n_classes": len(charset)}
-    arch.update(architecture or {})
+    # Every builder argument is written out, defaults included, so the manifest still rebuilds
+    # this exact network after build_crnn's defaults change.
+    arch: dict[str, Any] = {
+        name: param.default
+        for name, param in inspect.signature(build_crnn).parameters.items()
+        if param.default is not inspect.Parameter.empty
+    }
+    arch.update({"height": height, "width": width, "n_classes": len(charset)}, **(architecture or {}))
     arch = {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}  # JSON-friendly
     training, inference = build_crnn(**arch)
 

@@ -151,7 +151,7 @@ def segment_accuracy(
 def _fit(
     crops: np.ndarray, classes: np.ndarray, *, arch: dict[str, Any], val: tuple[Sequence[Prepared], Sequence[str]],
     charset: str, lengths: tuple[int, ...], epochs: int, patience: int, seed: int, batch_size: int,
-    learning_rate: float = 2e-3,
+    learning_rate: float = 2e-3, max_crops_per_epoch: int = 20_000,
 ) -> tuple[Any, dict[str, Any]]:
     import keras
 
@@ -166,8 +166,10 @@ def _fit(
     for epoch in range(epochs):
         # Cosine decay: late epochs take small steps, so the best epoch is not a lucky swing.
         model.optimizer.learning_rate.assign(learning_rate * 0.5 * (1.0 + np.cos(np.pi * epoch / epochs)))
-        x = augment(crops, rng).astype(np.float32)[..., None] / 255.0
-        fit = model.fit(x, classes, batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
+        # Large data sets: a fresh random subset each epoch keeps an epoch's cost bounded.
+        pick = rng.permutation(len(crops))[:max_crops_per_epoch]
+        x = augment(crops[pick], rng).astype(np.float32)[..., None] / 255.0
+        fit = model.fit(x, classes[pick], batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
         whole, glyph = segment_accuracy(model, val[0], val[1], charset, lengths)
         loss = float(fit.history["loss"][-1])
         history.append({"epoch": epoch + 1, "loss": round(loss, 4), "val_accuracy": whole, "val_glyph": glyph})

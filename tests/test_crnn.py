@@ -309,6 +309,8 @@ def test_train_ctc_reader_writes_weights_and_entry(tmp_path: Path) -> None:
     assert entry["sha256"] == sha256_file(tmp_path / entry["weights"])
     assert entry["blank_index"] == len(DIGITS) == entry["architecture"]["n_classes"]
     assert entry["architecture"]["height"] == 16 and entry["architecture"]["width"] % 4 == 0
+    # Defaults are written out too, so the entry does not depend on build_crnn's defaults.
+    assert {"dropout", "rnn_cell", "conv_filters"} <= entry["architecture"].keys()
     assert entry["validation"]["images"] == 6
     assert 0.0 <= entry["validation"]["accuracy"] <= 1.0
     assert entry["training"]["epochs"] == 2
