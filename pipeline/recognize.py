@@ -233,8 +233,10 @@ def reachable(lattice: Lattice, lattice_probs: np.ndarray, label: str, charset: 
     if lattice.failure or not label or any(c not in index for c in label) or not len(lattice_probs):
         return False
     columns = [index[c] for c in label]
-    # A segment may stand at position m only if the classifier's best guess for it is label[m].
-    fits = lattice_probs.argmax(axis=1)[:, None] == np.array(columns)[None, :]  # (S, n)
+    # A segment may stand at position m only if the classifier's best character for it (the
+    # reject class aside, as in a reading) is label[m].
+    best_char = lattice_probs[:, : len(charset)].argmax(axis=1)
+    fits = best_char[:, None] == np.array(columns)[None, :]  # (S, n)
     scores = np.where(fits, np.log(np.maximum(lattice_probs[:, columns], 1e-6)), -1e9)
     path = best_path(lattice, scores, len(label))
     return path is not None and path.score > -1e8

@@ -1,7 +1,8 @@
 """``python -m pipeline.samples``: make ``data/samples/``, the README's first-run demo folder.
 
 The samples are made by this project, not copied: a seeded pick of captcha_v2 images from the
-*validation* split of the shipped bundle (images its readers never trained on), each re-encoded in
+*validation* files of the shipped bundle (listed in its manifest: images its readers never trained
+on), each re-encoded in
 a different file format and colour mode (tinted RGB, transparent background, palette, 16-bit grey,
 JPEG, BMP, WEBP, GIF, light-on-dark, another size), so the demo also exercises every loader path.
 A few get hostile file names, with their labels in ``labels.csv``.
@@ -19,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.dataset import list_images, split_indices
+from pipeline.bundle import DEFAULT_MODEL, load_bundle
+from pipeline.dataset import list_images
 from pipeline.load import load_gray
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,11 +69,12 @@ VARIANTS: list[tuple[str, str, Callable[[np.ndarray], Image.Image]]] = [
 HOSTILE_NAMES = ["with space", "quote's \"double\"", "ünïcødé ✓"]
 
 
-def make_samples(source: Path, out: Path, *, count: int = 40, seed: int = 0, val_fraction: float = 0.15) -> int:
-    """Write ``count`` sample images (and labels.csv) into ``out``; return how many were written."""
-    items = list_images(source)
-    _, val = split_indices(len(items), val_fraction=val_fraction, seed=seed)
-    picked = [items[i] for i in np.random.default_rng(seed + 1).permutation(val)[:count]]
+def make_samples(source: Path, out: Path, *, validation_files: Sequence[str], count: int = 40, seed: int = 0) -> int:
+    """Write ``count`` sample images (and labels.csv) into ``out``, picked among ``validation_files``
+    of ``source``; return how many were written."""
+    wanted = set(validation_files)
+    items = [it for it in list_images(source) if it.rel in wanted]
+    picked = [items[i] for i in np.random.default_rng(seed).permutation(len(items))[:count]]
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for n, item in enumerate(picked):
@@ -94,11 +97,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "samples")
     parser.add_argument("--count", type=int, default=40)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="the bundle whose validation files to use")
     args = parser.parse_args(argv)
     if not args.source.is_dir():
         print(f"error: source folder not found: {args.source}", file=sys.stderr)
         return 3
-    print(f"{make_samples(args.source, args.out, count=args.count)} samples in {args.out}")
+    validation = load_bundle(args.model).manifest["data"]["validation_files"]
+    if args.out.is_dir():  # a fresh set: no stale files from an earlier pick
+        for old in args.out.iterdir():
+            old.unlink()
+    written = make_samples(args.source, args.out, validation_files=validation, count=args.count)
+    print(f"{written} samples in {args.out}")
     return 0
 
 

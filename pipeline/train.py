@@ -138,7 +138,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         extra = {"max_epochs": args.ctc_epochs} if args.ctc_epochs else {}
         readers["ctc"] = train_ctc_reader([p.gray for p in train_set[0]], train_set[1],  # type: ignore[union-attr]
                                           [p.gray for p in val_set[0]], val_set[1],  # type: ignore[union-attr]
-                                          charset=charset, out_dir=args.out, seed=args.seed, **extra)
+                                          charset=charset, out_dir=args.out, seed=args.seed, verbose=2, **extra)
         log.info("ctc reader: %s", readers["ctc"]["validation"])
 
     manifest: dict[str, Any] = {

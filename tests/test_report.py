@@ -111,3 +111,20 @@ def test_page_renders_in_headless_chromium(tmp_path):
     pixels = np.asarray(Image.open(png).convert("L"), dtype=np.float64)
     assert pixels.shape == (900, 800)
     assert pixels.std() > 10 and (pixels < 100).mean() > 0.005  # text drawn, not a blank page
+
+
+def test_a_right_segment_reading_is_always_reachable():
+    """reachable() is the ceiling of the segment route: every right reading must count as reachable,
+    even when the reject class outweighs a glyph's best character."""
+    from pipeline.recognize import _choose_path, reachable
+
+    mask = np.zeros((20, 60), bool)
+    for k in range(3):
+        mask[3:17, 3 + 20 * k : 13 + 20 * k] = True
+    lattice = propose(mask, lengths=(3,))
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(4), len(lattice.segments))
+    probs[:, 3] += 2.0  # reject dominates every segment
+    probs /= probs.sum(axis=1, keepdims=True)
+    reading, _, _ = _choose_path(lattice, probs, (3,), CHARSET, 3)
+    assert reading.text and reachable(lattice, probs, reading.text, CHARSET)
