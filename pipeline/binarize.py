@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 from skimage.filters import threshold_sauvola
 
+from pipeline.clean import stroke_width
+
 
 def check_gray(gray: np.ndarray) -> None:
     """Raise ValueError unless ``gray`` honours the grey contract: uint8 (H, W), non-empty."""
@@ -20,7 +22,13 @@ def check_gray(gray: np.ndarray) -> None:
 
 
 def binarize(
-    gray: np.ndarray, *, method: str = "otsu", window: int = 25, k: float = 0.2, smooth: int = 3
+    gray: np.ndarray,
+    *,
+    method: str = "otsu",
+    window: int = 25,
+    k: float = 0.2,
+    smooth: int = 3,
+    smooth_min_stroke: float = 3.5,
 ) -> np.ndarray:
     """Threshold a grey image into an ink mask.
 
@@ -29,8 +37,10 @@ def binarize(
         method: ``"otsu"`` for one global threshold, ``"sauvola"`` for a local one.
         window: Sauvola window size, pixels (made odd).
         k: Sauvola sensitivity.
-        smooth: median filter size applied first (odd; 1 = none): CAPTCHA noise textures
+        smooth: median filter size (odd; 1 = none) for bold schemes, whose noise textures
             otherwise make stroke edges ragged.
+        smooth_min_stroke: smooth only when the unsmoothed mask's stroke width (pixels) is at
+            least this: a median filter erases the 1-2 px strokes of thin fonts.
 
     Returns:
         bool (H, W), True where ink. Ink is taken to be the minority side of the threshold.
@@ -38,8 +48,13 @@ def binarize(
     check_gray(gray)
     if gray.min() == gray.max():
         return np.zeros(gray.shape, dtype=bool)
-    if smooth > 1:
-        gray = cv2.medianBlur(gray, int(smooth) | 1)
+    mask = _threshold(gray, method, window, k)
+    if smooth > 1 and stroke_width(mask) >= smooth_min_stroke:
+        mask = _threshold(cv2.medianBlur(gray, int(smooth) | 1), method, window, k)
+    return mask
+
+
+def _threshold(gray: np.ndarray, method: str, window: int, k: float) -> np.ndarray:
     if method == "otsu":
         threshold, _ = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         dark = gray <= threshold

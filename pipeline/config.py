@@ -15,7 +15,8 @@ class BinarizeParams:
     method: str = "otsu"  # "otsu" (global) or "sauvola" (local, for uneven backgrounds)
     window: int = 25  # sauvola window, pixels (odd)
     k: float = 0.2  # sauvola sensitivity
-    smooth: int = 3  # median filter before thresholding (odd; 1 = off)
+    smooth: int = 3  # median filter before thresholding (odd; 1 = off) ...
+    smooth_min_stroke: float = 3.5  # ... for schemes whose strokes are at least this wide (pixels)
 
 
 @dataclass(frozen=True)

@@ -73,3 +73,12 @@ def test_clean_removes_specks():
     mask[10, 30] = True  # one-pixel speck
     cleaned = clean(mask)
     assert not cleaned[10, 30] and cleaned[3:17, 6:10].all()
+
+
+def test_thin_strokes_survive_binarize():
+    """A 1 px stroke (a thin serif font at CAPTCHA size) must not be smoothed away."""
+    gray = np.full((24, 30), 255, np.uint8)
+    gray[4:20, 10] = 0  # one-pixel vertical stroke
+    gray[19, 10:20] = 0  # one-pixel base
+    mask = binarize(gray)
+    assert mask[4:20, 10].all() and mask[19, 10:20].all()

@@ -1,0 +1,99 @@
+"""The orchestrator: routing decisions (one row per reason) and batching, with stub readers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from pipeline.config import StageParams
+from pipeline.recognize import Reading, prepare, recognize, route
+
+CHARSET = "ab"
+
+
+@pytest.mark.parametrize(
+    ("segment", "mode", "have_ctc", "expected_route", "reason_part"),
+    [
+        (Reading("ab", np.array([0.99, 0.98])), "auto", True, "segment", "each confidence >= 0.90"),  # sure
+        (Reading("ab", np.array([0.99, 0.41])), "auto", True, "ctc", "glyph 2 'b' confidence 0.41 < 0.90"),
+        (Reading("a", np.array([0.9]), "found 1 glyphs, expected 2"), "auto", True, "ctc", "found 1 glyphs"),
+        (Reading("", np.zeros(0), "no ink found"), "auto", True, "ctc", "no ink found"),  # blank image
+        (None, "auto", True, "ctc", "no glyph reader"),  # bundle without a glyph CNN
+        (Reading("ab", np.array([0.2, 0.2])), "auto", False, "segment", "no ctc reader"),  # nothing to fall to
+        (Reading("ab", np.array([0.2, 0.2])), "segment", True, "segment", "forced by --mode segment"),
+        (Reading("ab", np.array([0.99, 0.99])), "ctc", True, "ctc", "forced by --mode ctc"),
+        (Reading("ab", np.array([0.95, 0.91])), "both", True, "segment", "each confidence"),  # both routes as auto
+    ],
+)
+def test_route(segment, mode, have_ctc, expected_route, reason_part):
+    chosen, reason = route(segment, mode, 0.9, have_ctc)
+    assert chosen == expected_route and reason_part in reason
+
+
+class StubGlyphs:
+    """Reads every crop as 'a' with p=0.95, or as 'b' with p=0.4 where the crop is narrow."""
+
+    charset = CHARSET
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        probs = np.tile([0.95, 0.03, 0.02], (len(crops), 1))
+        return probs.astype(np.float32)
+
+
+class StubLine:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.images = 0
+
+    def read(self, grays: Sequence[np.ndarray]) -> list[tuple[str, np.ndarray]]:
+        self.calls += 1
+        self.images += len(grays)
+        return [("bb", np.array([0.8, 0.9])) for _ in grays]
+
+
+def two_glyphs(blank: bool = False) -> np.ndarray:
+    gray = np.full((20, 40), 255, np.uint8)
+    if not blank:
+        gray[4:16, 5:14] = 0
+        gray[4:16, 24:33] = 0
+    return gray
+
+
+@pytest.mark.parametrize("mode", ["auto", "segment", "ctc", "both"])
+def test_recognize_batches_each_reader_once(mode: str):
+    batch = [prepare(two_glyphs(blank=(i == 2)), params=StageParams(), lengths=(2,), height=20) for i in range(4)]
+    glyphs, line = StubGlyphs(), StubLine()
+    traces = recognize(batch, mode=mode, lengths=(2,), classifier=glyphs, line_reader=line, threshold=0.9)
+    assert glyphs.calls == (0 if mode == "ctc" else 1)  # one CNN call for every crop of the batch
+    # One CRNN call per batch: for the blank image in auto, for all in ctc / both, none in segment.
+    assert line.calls == (0 if mode == "segment" else 1)
+    blank = traces[2]
+    if mode in ("auto", "both"):
+        assert [t.route for t in traces] == ["segment", "segment", "ctc", "segment"]
+        assert blank.text == "bb" and "no ink found" in blank.reason
+        assert traces[0].text == "aa" and traces[0].confidence == pytest.approx(0.95 ** 2)
+        assert line.images == (4 if mode == "both" else 1)
+    if mode == "both":
+        assert all(t.segment is not None and t.ctc is not None for t in traces)
+    if mode == "segment":
+        assert {t.route for t in traces} == {"segment"} and not blank.text and blank.reason == "no ink found"
+    if mode == "ctc":
+        assert all(t.text == "bb" and t.segment is None for t in traces)
+
+
+def test_segment_mode_never_calls_the_crnn():
+    batch = [prepare(two_glyphs(), params=StageParams(), lengths=(2,), height=20)]
+    line = StubLine()
+    traces = recognize(batch, mode="segment", lengths=(2,), classifier=StubGlyphs(), line_reader=line, threshold=0.9)
+    assert line.calls == 0 and traces[0].route == "segment" and traces[0].text == "aa"
+
+
+def test_unknown_mode():
+    with pytest.raises(ValueError, match="unknown mode"):
+        recognize([], mode="fast", lengths=(2,), classifier=None, line_reader=None, threshold=0.5)
