@@ -41,8 +41,10 @@ class SegmentParams:
     #: Weight of the equal-width prior against the classifier's log-probabilities.
     width_weight: float = 1.0
     #: Columns of ink shorter than this fraction of the text height at the span's ends are trimmed
-    #: (leftover strike-line tails).
+    #: (leftover strike-line tails) ...
     tail_ink: float = 0.2
+    #: ... but only runs of at least this many text heights of such columns (shorter: glyph arms).
+    tail_run: float = 0.4
     #: Spacing of extra candidate cuts inside fused stretches, in mean glyph widths.
     grid_step: float = 0.25
 

@@ -137,6 +137,7 @@ def read_segments(
 def _choose_path(
     lattice: Lattice, probs: np.ndarray, lengths: tuple[int, ...], charset: str, reject: int
 ) -> tuple[Reading, Path | None, np.ndarray | None]:
+    """Pick the best path of each allowed length, and the best of those."""
     if lattice.failure:
         return Reading("", np.zeros(0), lattice.failure), None, None
     # A segment's score: log-probability of its best character (reject mass counts against it).

@@ -51,7 +51,7 @@ class GalleryEntry:
     reason: str = field(compare=False)
     segment: tuple[str, float] | None = field(compare=False)
     ctc: tuple[str, float] | None = field(compare=False)
-    images: list[tuple[str, bytes]] = field(compare=False, default_factory=list)  # (stage, PNG bytes)
+    trace: Trace | None = field(compare=False, default=None)  # its stages, drawn only if it is kept
 
 
 class RouteStats:
@@ -114,10 +114,11 @@ class Report:
         self.gallery: list[GalleryEntry] = []
         self._tiebreak = 0
 
-    def update(self, file: str, trace: Trace | None, label: str | None, *, error: str | None = None,
-               images: list[tuple[str, bytes]] | None = None) -> None:
-        """Count one image. ``images``: its debug pictures (stage, PNG bytes), kept only if it enters
-        the gallery; ``error``: why the file could not be read (``trace`` is then None)."""
+    def update(self, file: str, trace: Trace | None, label: str | None, *, error: str | None = None) -> None:
+        """Count one image; ``error``: why the file could not be read (``trace`` is then None).
+
+        A failure that enters the gallery keeps its trace (arrays of a few kB); its pictures are
+        drawn from it when the page is rendered, so only the kept ones cost drawing time."""
         self.images += 1
         if trace is None:
             self.errors += 1
@@ -160,26 +161,20 @@ class Report:
             choice["chosen"] += 1
             choice["right"] += auto_ok
             if not auto_ok or trace.confidence < 0.5:
-                self._keep(file, trace, label, images or [])
+                self._keep(file, trace, label)
 
-    def _keep(self, file: str, trace: Trace, label: str, images: list[tuple[str, bytes]]) -> None:
+    def _keep(self, file: str, trace: Trace, label: str) -> None:
         """Keep the worst ``gallery_size`` failures: wrong before unsure, then by confidence."""
         priority = _badness(trace, label)  # min-heap: the least bad failure kept is on top
         seg, ctc = trace.segment, trace.ctc
         entry = GalleryEntry(
             priority, file, label, trace.text, trace.route, trace.reason,
-            (seg.text, seg.confidence) if seg else None, (ctc.text, ctc.confidence) if ctc else None, images,
+            (seg.text, seg.confidence) if seg else None, (ctc.text, ctc.confidence) if ctc else None, trace,
         )
         if len(self.gallery) < self.gallery_size:
             heapq.heappush(self.gallery, entry)
         elif entry.priority > self.gallery[0].priority:
             heapq.heapreplace(self.gallery, entry)
-
-    def wants_gallery(self, trace: Trace, label: str | None) -> bool:
-        """Whether ``update`` could keep this image (so the caller renders its debug images)."""
-        if not label or trace.text == label and trace.confidence >= 0.5:
-            return False
-        return len(self.gallery) < self.gallery_size or _badness(trace, label) > self.gallery[0].priority
 
     def summary(self, *, seconds: float | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.debug import encode_png
+from pipeline.debug import encode_png, stage_images
 from pipeline.report import GalleryEntry
 
 STYLE = """
@@ -175,7 +175,8 @@ def _gallery(gallery: Sequence[GalleryEntry]) -> str:
             readings.append(f"segment <code>{_e(entry.segment[0])}</code> ({entry.segment[1]:.2f})")
         if entry.ctc:
             readings.append(f"ctc <code>{_e(entry.ctc[0])}</code> ({entry.ctc[1]:.2f})")
-        pictures = "".join(f"<div>{_e(stage)}<br>{_img(png, stage)}</div>" for stage, png in entry.images)
+        stages = stage_images(entry.trace) if entry.trace is not None else []
+        pictures = "".join(f"<div>{_e(stage)}<br>{_img(encode_png(image), stage)}</div>" for stage, image in stages)
         out.append(
             f"<div class='fail'><b>{_e(entry.file)}</b>: label <code>{_e(entry.label)}</code>, read "
             f"<code>{_e(entry.prediction)}</code> by {_e(entry.route)} ({_e(entry.reason)}); "

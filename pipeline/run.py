@@ -183,7 +183,7 @@ def _run(items: list[Item], args: argparse.Namespace, bundle: Any, readers: tupl
                 if trace is not None and _wants_debug(args, row, trace):
                     _write_debug(args.out, it, trace, debug_dirs)
                 if report is not None:
-                    _report_update(report, it, trace, row)
+                    report.update(it.rel, trace, it.label, error=row["reason"] if trace is None else None)
             out_csv.flush()
             done += len(chunk)
             bar.update(len(chunk))
@@ -229,15 +229,6 @@ def _row(item: Item, trace: Trace | None, error: str | None) -> dict[str, str]:
     if item.label:
         row["correct"] = "1" if trace.text == item.label else "0"
     return row
-
-
-def _report_update(report: Any, item: Item, trace: Trace | None, row: dict[str, str]) -> None:
-    images = None
-    if trace is not None and report.wants_gallery(trace, item.label):
-        from pipeline.debug import encode_png, stage_images
-
-        images = [(stage, encode_png(image)) for stage, image in stage_images(trace)]
-    report.update(item.rel, trace, item.label, error=row["reason"] if trace is None else None, images=images)
 
 
 def _write_report(out: Path, report: Any, seconds: float, args: argparse.Namespace) -> None:

@@ -62,6 +62,7 @@ def propose(
     cuts_per_glyph: float = 6.0,
     width_weight: float = 1.0,
     tail_ink: float = 0.2,
+    tail_run: float = 0.4,
     grid_step: float = 0.25,
 ) -> Lattice:
     """Candidate cuts and segments of a cleaned ink mask.
@@ -73,7 +74,8 @@ def propose(
         cut_ink: columns with at most ``cut_ink * text_height`` ink are candidate cuts.
         cuts_per_glyph: at most this many low-ink candidate cuts per expected glyph.
         width_weight: weight of the equal-width prior.
-        tail_ink: end columns with ink under ``tail_ink * text_height`` are trimmed (line tails).
+        tail_ink, tail_run: a run of at least ``tail_run * text_height`` columns at an end of the
+            text, each with at most ``tail_ink * text_height`` ink, is a line tail and trimmed.
         grid_step: spacing of grid cuts inside fused stretches, in mean glyph widths.
     """
     if mask.dtype != bool or mask.ndim != 2:
@@ -93,7 +95,7 @@ def propose(
     text_height = max(1, bottom - top)
     col = ink.sum(axis=0).astype(np.float64)  # ink per column, pixels
 
-    x0, x1 = _trim_tails(col, tail_ink * text_height)
+    x0, x1 = _trim_tails(col, tail_ink * text_height, tail_run * text_height)
     if x1 <= x0:
         return _failed((top, bottom), n_components, "no ink found")
     n_min, n_max = min(lengths), max(lengths)
@@ -155,9 +157,10 @@ def best_path(lattice: Lattice, scores: np.ndarray, n: int) -> Path | None:
     best = np.full(k, -np.inf)  # best score of m segments from cut 0 to each cut
     best[0] = 0.0
     back = np.zeros((n, k), dtype=np.int64)  # the start cut of the m-th segment ending at each cut
+    step = np.full((k, k), -np.inf)
     for m in range(n):
-        step = np.full((k, k), -np.inf)
-        step[starts, ends] = total[:, min(m, total.shape[1] - 1)]
+        if m == 0 or total.shape[1] > 1:  # the same table for every step unless scored per position
+            step[starts, ends] = total[:, min(m, total.shape[1] - 1)]
         cand = best[:, None] + step  # (from cut, to cut)
         back[m] = cand.argmax(axis=0)
         best = cand[back[m], np.arange(k)]
@@ -190,15 +193,25 @@ def _count_components(ink: np.ndarray) -> int:
     return int((areas >= 0.1 * areas.max()).sum())
 
 
-def _trim_tails(col: np.ndarray, min_ink: float) -> tuple[int, int]:
-    """Columns [x0, x1) of the text, without thin line tails at either end."""
+def _trim_tails(col: np.ndarray, min_ink: float, min_run: float) -> tuple[int, int]:
+    """Columns [x0, x1) of the text, without line tails at either end.
+
+    A tail is a run of at least ``min_run`` columns with at most ``min_ink`` ink each at an end of
+    the text: a strike line running on past the glyphs. A shorter low-ink run is part of a glyph
+    (the arms of an "E", the bar of a "T") and stays.
+    """
     inked = np.flatnonzero(col > 0)
     if inked.size == 0:
         return 0, 0
+    x0, x1 = int(inked[0]), int(inked[-1]) + 1
     strong = np.flatnonzero(col > min_ink)
     if strong.size == 0:
-        return int(inked[0]), int(inked[-1]) + 1
-    return int(strong[0]), int(strong[-1]) + 1
+        return x0, x1
+    if strong[0] - x0 >= min_run:
+        x0 = int(strong[0])
+    if x1 - (strong[-1] + 1) >= min_run:
+        x1 = int(strong[-1]) + 1
+    return x0, x1
 
 
 def _candidate_cuts(

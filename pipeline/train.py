@@ -125,8 +125,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         spread = readers["glyph"]["training"]["relative_widths"]
         params = replace(params, segment=replace(
             params.segment,
-            min_width=round(max(params.segment.min_width, 0.85 * spread["p0.5"]), 3),
-            max_width=round(min(params.segment.max_width, 1.15 * spread["p99.5"]), 3),
+            min_width=round(max(params.segment.min_width, 0.8 * spread["p0.5"]), 3),
+            max_width=round(min(params.segment.max_width, 1.25 * spread["p99.5"]), 3),
         ))
         val_set = (_prepare_again(val_set[0], val_items, params, lengths, height, args.jobs), val_set[1])
         readers["glyph"]["validation"] = _glyph_validation(args.out, readers["glyph"], val_set, charset, lengths)

@@ -87,8 +87,7 @@ class Collector(HTMLParser):
 def test_html_escapes_hostile_names_and_is_self_contained():
     report = Report(CHARSET)
     hostile = "<img src=x onerror=alert(1)>.png"
-    report.update(hostile, trace("abb", "<b>", "segment", conf=0.3), "abc",
-                  images=[("gray", b"\x89PNG fake")])
+    report.update(hostile, trace("abb", "<b>", "segment", conf=0.3), "abc")
     page = render(report.summary(seconds=1.0), report.gallery)
     assert hostile not in page and "&lt;img src=x onerror=alert(1)&gt;.png" in page
     parser = Collector()

@@ -152,3 +152,17 @@ def test_best_path_agrees_with_brute_force(seed: int):
         assert path.score == pytest.approx(expected)
         assert path.score == pytest.approx(float((lat.prior + scores)[path.segment_ids].sum()))
         assert np.all(path.boxes[1:, 0] == path.boxes[:-1, 2])  # consecutive
+
+
+@pytest.mark.parametrize(
+    ("tail_width", "trimmed"),
+    [
+        (20, True),  # a strike line running 20 px past the last glyph: trimmed
+        (3, False),  # 3 px of thin arms (an "E"): part of the glyph, kept
+    ],
+)
+def test_line_tails_trimmed_glyph_arms_kept(tail_width: int, trimmed: bool):
+    mask = bars([(10, 20), (30, 40)], width=80)
+    mask[12, 40 : 40 + tail_width] = True  # 1 px high run of columns after the last glyph
+    lat = propose(mask, lengths=(2,))
+    assert lat.span[1] == (40 if trimmed else 40 + tail_width)
