@@ -1,6 +1,6 @@
 """The README's report figure: run a bundle on its validation split and screenshot report.html.
 
-    python bench/report_screenshot.py [--model captcha_v2] [--png docs/report_captcha_v2.png]
+    python bench/report_screenshot.py [--model captcha_v2] [--png bench/results/report_captcha_v2.png]
 
 Links the bundle's validation files (listed in its manifest) into a temporary folder, runs
 ``python -m pipeline.run --mode both`` on them, and renders the resulting report.html in headless
@@ -30,7 +30,7 @@ def main() -> int:
     args = parser.parse_args()
     bundle = load_bundle(args.model)
     source = ROOT / bundle.manifest["data"]["folder"]
-    png = args.png or ROOT / "docs" / f"report_{bundle.name}.png"
+    png = args.png or ROOT / "bench" / "results" / f"report_{bundle.name}.png"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "validation"
         folder.mkdir()

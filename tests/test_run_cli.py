@@ -54,17 +54,19 @@ def test_samples_with_default_model(tmp_path: Path):
     names = {r["file"] for r in rows}
     assert {"with space.png", "quote's \"double\".png", "ünïcødé ✓.png"} <= names
     assert all(r["label"] and r["route"] in ("segment", "ctc") for r in rows)
-    assert accuracy(rows) >= 0.85  # samples re-encode validation images in 10 formats / colour modes
+    assert accuracy(rows) >= 0.9  # samples re-encode validation images in 10 formats / colour modes
 
 
 @pytest.mark.parametrize(
     ("name", "mode", "floor"),
     [
-        ("captcha_v2", "segment", 0.60),  # the segment route alone on the hardest scheme
-        ("captcha_v2", "ctc", 0.93),
-        ("captcha_v2", "auto", 0.93),
-        ("wp_rsc", "segment", 0.95),
-        ("wp_rsc", "auto", 0.97),
+        # Floors sit a few points under bench/accuracy.py's figures on the full validation split.
+        ("captcha_v2", "segment", 0.85),  # the segment route alone on the hardest scheme (bench: ~92 %)
+        ("captcha_v2", "ctc", 0.96),
+        ("captcha_v2", "auto", 0.96),
+        ("wp_rsc", "segment", 0.93),
+        ("wp_rsc", "ctc", 0.98),
+        ("wp_rsc", "auto", 0.98),
     ],
 )
 def test_accuracy_floors_on_validation_images(tmp_path: Path, name: str, mode: str, floor: float):
