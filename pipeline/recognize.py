@@ -28,6 +28,9 @@ from pipeline.load import fit_height
 from pipeline.segment import Lattice, Path, best_path, propose
 
 MODES = ("auto", "segment", "ctc", "both")
+#: A routed reading with a lower confidence counts as unsure: ``--debug-failures`` draws its
+#: stages and the report's gallery may keep it.
+UNSURE = 0.5
 
 
 class GlyphModel(Protocol):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from pipeline.recognize import Reading, Trace, reachable
+from pipeline.recognize import UNSURE, Reading, Trace, reachable
 
 SCHEMA_VERSION = 1
 ROUTES = ("segment", "ctc", "auto")
@@ -160,7 +160,7 @@ class Report:
             choice = self.auto_choice[trace.route]
             choice["chosen"] += 1
             choice["right"] += auto_ok
-            if not auto_ok or trace.confidence < 0.5:
+            if not auto_ok or trace.confidence < UNSURE:
                 self._keep(file, trace, label)
 
     def _keep(self, file: str, trace: Trace, label: str) -> None:

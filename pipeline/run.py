@@ -29,7 +29,7 @@ from pipeline.batches import default_jobs, iter_prepared
 from pipeline.bundle import DEFAULT_MODEL, BundleError, load_bundle
 from pipeline.config import StageParams
 from pipeline.dataset import FolderError, Item, list_images, plausible_labels
-from pipeline.recognize import MODES, Trace, recognize
+from pipeline.recognize import MODES, UNSURE, Trace, recognize
 
 log = logging.getLogger("pipeline.run")
 
@@ -253,7 +253,7 @@ def _wants_debug(args: argparse.Namespace, row: dict[str, str], trace: Trace) ->
         return True
     if not args.debug_failures:
         return False
-    return row["correct"] == "0" or trace.route == "ctc" or trace.confidence < 0.5
+    return row["correct"] == "0" or trace.confidence < UNSURE
 
 
 def _write_debug(out: Path, item: Item, trace: Trace, used: set[str]) -> None:

@@ -96,9 +96,13 @@ def test_html_is_well_formed_and_escapes_names(labelled_run: Path):
     debug = labelled_run / "debug"
     assert any(debug.iterdir())  # --debug-failures is the default when labels are known
     with (labelled_run / "predictions.csv").open(newline="", encoding="utf-8") as fh:
-        wrong = [r for r in csv.DictReader(fh) if r["correct"] == "0" and r["route"] != "error"]
-    for row in wrong:
-        assert (debug / Path(row["file"]).stem / "strip.png").is_file()
+        rows = [r for r in csv.DictReader(fh) if r["route"] != "error"]
+    drawn = {p.name for p in debug.iterdir()}
+    for row in rows:  # exactly the wrong or unsure readings get stage images
+        unsure = row["correct"] == "0" or float(row["confidence"]) < 0.5
+        assert (Path(row["file"]).stem in drawn) == unsure, row["file"]
+        if unsure:
+            assert (debug / Path(row["file"]).stem / "strip.png").is_file()
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed (.ci/run installs Debian's)")
