@@ -99,18 +99,19 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     params = StageParams()
     log.info("%d labelled images; charset %r; lengths %s; height %d px", len(items), charset, lengths, height)
 
-    prepared: list[Prepared | str] = []
-    for chunk in iter_prepared([it.path for it in items], params=params, lengths=lengths, height=height,
-                               n_jobs=args.jobs):
-        prepared.extend(chunk)
-    good = [i for i, p in enumerate(prepared) if not isinstance(p, str)]
-    for i, p in enumerate(prepared):
+    # The readable images, with their items and labels; unreadable ones are reported and skipped.
+    good: list[tuple[Any, str, Prepared]] = []
+    chunks = iter_prepared([it.path for it in items], params=params, lengths=lengths, height=height,
+                           n_jobs=args.jobs)
+    for it, label, p in zip(items, labels, (p for chunk in chunks for p in chunk), strict=True):
         if isinstance(p, str):
-            log.warning("skipping %s: %s", items[i].rel, p)
+            log.warning("skipping %s: %s", it.rel, p)
+        else:
+            good.append((it, label, p))
     tr_idx, va_idx = split_indices(len(good), val_fraction=args.val_fraction, seed=args.seed)
-    val_items = [items[good[i]] for i in va_idx]
-    train_set = ([prepared[good[i]] for i in tr_idx], [labels[good[i]] for i in tr_idx])
-    val_set = ([prepared[good[i]] for i in va_idx], [labels[good[i]] for i in va_idx])
+    val_items = [good[i][0] for i in va_idx]
+    train_set = ([good[i][2] for i in tr_idx], [good[i][1] for i in tr_idx])
+    val_set = ([good[i][2] for i in va_idx], [good[i][1] for i in va_idx])
     args.out.mkdir(parents=True, exist_ok=True)
 
     readers: dict[str, Any] = {}
@@ -136,8 +137,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         from pipeline.train_ctc import train_ctc_reader
 
         extra = {"max_epochs": args.ctc_epochs} if args.ctc_epochs else {}
-        readers["ctc"] = train_ctc_reader([p.gray for p in train_set[0]], train_set[1],  # type: ignore[union-attr]
-                                          [p.gray for p in val_set[0]], val_set[1],  # type: ignore[union-attr]
+        readers["ctc"] = train_ctc_reader([p.gray for p in train_set[0]], train_set[1],
+                                          [p.gray for p in val_set[0]], val_set[1],
                                           charset=charset, out_dir=args.out, seed=args.seed, verbose=2, **extra)
         log.info("ctc reader: %s", readers["ctc"]["validation"])
 
@@ -157,7 +158,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
             "split": {"seed": args.seed, "val_fraction": args.val_fraction,
                       "train": len(tr_idx), "validation": len(va_idx)},
             # The validation images by name, so benchmarks measure exactly what training never saw.
-            "validation_files": sorted(items[good[i]].rel for i in va_idx),
+            "validation_files": sorted(it.rel for it in val_items),
         },
         "command": command,
         "library_versions": library_versions(),
