@@ -1,10 +1,12 @@
 """Accuracy of a bundle on its own validation split (the files its manifest lists: never trained on).
 
-    python bench/accuracy.py --model captcha_v2 [--data ../shared/datasets/captcha_v2/train]
+    python bench/accuracy.py [--model captcha_v2 --model wp_rsc] [--screenshot]
 
-Runs both readers on every validation image (``--mode both``: segment, ctc and auto on the same
-images), feeds the stage-wise report, and writes ``bench/results/accuracy_<model>.json``; prints
-the headline figures the README quotes.
+Links the bundle's validation files into a temporary folder (nothing copied), runs the real CLI,
+``python -m pipeline.run --mode both`` (segment, ctc and auto on the same images), and keeps its
+``report.json`` as ``bench/results/accuracy_<model>.json``; prints the headline figures the README
+quotes. ``--screenshot`` also renders the run's report.html in headless Chromium to
+``bench/results/report_<model>.png`` (Debian: ``apt-get install chromium``).
 """
 
 from __future__ import annotations
@@ -13,58 +15,48 @@ import argparse
 import json
 import os
 import sys
-import time
+import tempfile
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.batches import iter_prepared  # noqa: E402
 from pipeline.bundle import load_bundle  # noqa: E402
-from pipeline.config import StageParams  # noqa: E402
-from pipeline.dataset import list_images  # noqa: E402
-from pipeline.recognize import recognize  # noqa: E402
-from pipeline.report import Report  # noqa: E402
-from pipeline.run import load_readers, routing_threshold  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from pipeline.report_html import screenshot  # noqa: E402
+from pipeline.run import main as run  # noqa: E402
 
 
-def measure(model: str, data: Path | None) -> dict:
+def measure(model: str, *, shot: bool) -> dict:
     bundle = load_bundle(model)
-    folder = data or Path(bundle.manifest["data"]["folder"])
-    wanted = set(bundle.manifest["data"].get("validation_files", []))
-    if not wanted:
+    source = ROOT / bundle.manifest["data"]["folder"]
+    files = bundle.manifest["data"].get("validation_files")
+    if not files:
         raise SystemExit(f"bundle {bundle.name} lists no validation files; retrain it with pipeline.train")
-    items = [it for it in list_images(folder) if it.rel in wanted]
-    if len(items) != len(wanted):
-        raise SystemExit(f"{folder}: found {len(items)} of the {len(wanted)} validation files of {bundle.name}")
-    readers = ("glyph" in bundle.manifest["readers"], "ctc" in bundle.manifest["readers"])
-    mode = {(True, True): "both", (True, False): "segment", (False, True): "ctc"}[readers]
-    classifier, line_reader = load_readers(bundle, mode)
-    params = StageParams.from_dict(bundle.manifest.get("params"))
-    report = Report(bundle.charset)
-    started = time.perf_counter()
-    done = 0
-    for chunk in iter_prepared([it.path for it in items], params=params, lengths=bundle.lengths,
-                               height=bundle.image_height):
-        batch_items = items[done : done + len(chunk)]
-        done += len(chunk)
-        ok = [(it, p) for it, p in zip(batch_items, chunk, strict=True) if not isinstance(p, str)]
-        traces = recognize([p for _, p in ok], mode=mode, lengths=bundle.lengths, classifier=classifier,
-                           line_reader=line_reader, threshold=routing_threshold(bundle))
-        for (it, _), trace in zip(ok, traces, strict=True):
-            report.update(it.rel, trace, it.label)
-        for it, p in zip(batch_items, chunk, strict=True):
-            if isinstance(p, str):
-                report.update(it.rel, None, it.label, error=p)
-    summary = report.summary(seconds=time.perf_counter() - started)
-    summary["bundle"] = {"name": bundle.name, "mode": mode, "threshold": routing_threshold(bundle),
-                         "validation_files": len(items), "data": str(folder)}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "validation"
+        folder.mkdir()
+        for rel in files:
+            if not (source / rel).is_file():
+                raise SystemExit(f"validation file {source / rel} of {bundle.name} is missing")
+            (folder / rel).symlink_to((source / rel).resolve())
+        out = Path(tmp) / "out"
+        code = run([str(folder), "--out", str(out), "--model", bundle.name, "--mode", "both", "--no-debug", "-q"])
+        if code != 0:
+            raise SystemExit(f"pipeline.run exited with {code}")
+        summary = json.loads((out / "report.json").read_text(encoding="utf-8"))
+        if shot:
+            png = RESULTS / f"report_{bundle.name}.png"
+            screenshot(out / "report.html", png)
+            print(f"screenshot: {png}")
+    summary["run"] = {"model": bundle.name, "mode": "both", "validation_files": len(files),
+                      "data": bundle.manifest["data"]["folder"], "threshold": bundle.manifest.get("routing")}
     return summary
 
 
 def headline(s: dict) -> list[str]:
-    lines = [f"{s['bundle']['name']}: {s['bundle']['validation_files']} validation images (mode {s['bundle']['mode']})"]
+    lines = [f"{s['run']['model']}: {s['run']['validation_files']} validation images"]
     for route, r in s["routes"].items():
         lines.append(f"  {route:8s} whole-CAPTCHA accuracy {r['accuracy']:.2%}  char accuracy {r['char_accuracy']:.2%}"
                      f"  CER {r['cer']:.3f}")
@@ -78,20 +70,19 @@ def headline(s: dict) -> list[str]:
         comp = seg["components"]
         lines.append(f"  right reading reachable from the candidate boxes: {seg['reachable']:.2%}; "
                      f"classic component count right: {comp['right_count']}/{seg['images']}")
-    if s["comparison"].get("auto_choices"):
-        lines.append(f"  comparison: {json.dumps({k: v for k, v in s['comparison'].items()})}")
+    lines.append(f"  comparison: {json.dumps(s['comparison'])}")
     return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", help="bundle name or path (repeatable); default: all shipped")
-    parser.add_argument("--data", type=Path, default=None, help="the training folder (default: the manifest's)")
+    parser.add_argument("--model", action="append", help="bundle name or path (repeatable); default: both shipped")
+    parser.add_argument("--screenshot", action="store_true", help="also render report.html to a PNG")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     for model in args.model or ["captcha_v2", "wp_rsc"]:
-        summary = measure(model, args.data)
-        (RESULTS / f"accuracy_{summary['bundle']['name']}.json").write_text(json.dumps(summary, indent=1) + "\n")
+        summary = measure(model, shot=args.screenshot)
+        (RESULTS / f"accuracy_{summary['run']['model']}.json").write_text(json.dumps(summary, indent=1) + "\n")
         print("\n".join(headline(summary)))
     return 0
 
