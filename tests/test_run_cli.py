@@ -170,3 +170,30 @@ def test_manifests_record_their_making():
         assert set(manifest["readers"]) == {"glyph", "ctc"}
         assert 0.0 <= manifest["routing"]["threshold"] <= 1.0
         json.dumps(manifest)
+
+
+def test_interrupted_run_keeps_finished_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Ctrl-C after the first chunk: exit 130, the first chunk's rows are in the CSV, complete."""
+    import functools
+
+    import pipeline.run as run_module
+    from pipeline.batches import iter_prepared
+
+    folder = validation_folder(tmp_path, "captcha_v2", 30)
+    monkeypatch.setattr(run_module, "iter_prepared", functools.partial(iter_prepared, chunk=10))
+    real = run_module.recognize
+    calls = {"n": 0}
+
+    def interrupt_on_second_chunk(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "recognize", interrupt_on_second_chunk)
+    out = tmp_path / "out"
+    assert main([str(folder), "--out", str(out), "--mode", "segment", "-q"]) == ExitCode.INTERRUPTED
+    rows = read_rows(out)
+    assert len(rows) == 10 and all(r["prediction"] and r["route"] == "segment" for r in rows)
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["images"] == 10  # the report covers what was done, too
