@@ -48,7 +48,6 @@ class GlyphClassifier:
         self.model = model
         self.charset = charset
         self.size = size
-        self.reject_index = len(charset)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> GlyphClassifier:

@@ -34,7 +34,6 @@ class Lattice:
     segments: np.ndarray  # int (S, 2), indices into ``cuts``, i < j
     prior: np.ndarray  # float (S,), log-prior of each segment (width, ink cut through)
     rows: np.ndarray  # int (S, 2), ink rows [top, bottom) inside each segment's columns
-    text_rows: tuple[int, int]  # rows [top, bottom) that hold the text
     n_components: int  # substantial connected components: the classic recipe's glyph count
     failure: str | None = None  # why no segmentation is possible, or None
 
@@ -84,7 +83,7 @@ def propose(
         raise ValueError(f"lengths must be positive glyph counts, got {lengths}")
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
-        return _failed((0, 0), 0, "no ink found")
+        return _failed(0, "no ink found")
     ink = mask.astype(np.uint8)
     n_components = _count_components(ink)
     # Text rows: where 90 % of the ink lies, robust to a stray line end above or below.
@@ -97,11 +96,11 @@ def propose(
 
     x0, x1 = _trim_tails(col, tail_ink * text_height, tail_run * text_height)
     if x1 <= x0:
-        return _failed((top, bottom), n_components, "no ink found")
+        return _failed(n_components, "no ink found")
     n_min, n_max = min(lengths), max(lengths)
     span = x1 - x0
     if span < n_min * 2:
-        return _failed((top, bottom), n_components, f"text span {span} px is too narrow for {n_min} glyphs")
+        return _failed(n_components, f"text span {span} px is too narrow for {n_min} glyphs")
     cuts = _candidate_cuts(col, x0, x1, n_max, cut_ink * text_height, cuts_per_glyph, grid_step)
 
     # Every segment between two cuts whose width is plausible for some allowed length.
@@ -132,7 +131,7 @@ def propose(
         top_table[i, i + 1 :] = np.minimum.accumulate(interval_first[i:])
         bottom_table[i, i + 1 :] = np.maximum.accumulate(interval_last[i:])
     seg_rows = np.stack([top_table[i_idx, j_idx], bottom_table[i_idx, j_idx]], axis=1).astype(np.int64)
-    return Lattice(cuts, segments, prior, seg_rows, (top, bottom), n_components)
+    return Lattice(cuts, segments, prior, seg_rows, n_components)
 
 
 def best_path(lattice: Lattice, scores: np.ndarray, n: int) -> Path | None:
@@ -179,9 +178,9 @@ def best_path(lattice: Lattice, scores: np.ndarray, n: int) -> Path | None:
     return Path(segment_ids=ids, boxes=boxes, score=float(best[k - 1]))
 
 
-def _failed(text_rows: tuple[int, int], n_components: int, why: str) -> Lattice:
+def _failed(n_components: int, why: str) -> Lattice:
     empty = np.zeros((0, 2), dtype=np.int64)
-    return Lattice(empty[:, 0], empty, np.zeros(0), empty, text_rows, n_components, why)
+    return Lattice(empty[:, 0], empty, np.zeros(0), empty, n_components, why)
 
 
 def _count_components(ink: np.ndarray) -> int:
