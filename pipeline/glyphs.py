@@ -11,7 +11,9 @@ import cv2
 import numpy as np
 
 
-def crop_glyphs(mask: np.ndarray, spans: np.ndarray, *, size: int = 28, margin: int = 2) -> np.ndarray:
+def crop_glyphs(
+    mask: np.ndarray, spans: np.ndarray, *, size: int = 28, margin: int = 2, rows: np.ndarray | None = None
+) -> np.ndarray:
     """Crops of the ink between column pairs.
 
     Args:
@@ -19,6 +21,8 @@ def crop_glyphs(mask: np.ndarray, spans: np.ndarray, *, size: int = 28, margin: 
         spans: int (S, 2), column ranges [x0, x1) of the candidate glyphs.
         size: output side, pixels.
         margin: blank pixels kept around the ink, in output pixels.
+        rows: int (S, 2), the ink rows [top, bottom) of each span when the caller has them already
+            (``Lattice.rows``); measured here when None.
 
     Returns:
         uint8 (S, size, size), ink 255 on 0; an all-zero crop where the columns hold no ink.
@@ -36,14 +40,17 @@ def crop_glyphs(mask: np.ndarray, spans: np.ndarray, *, size: int = 28, margin: 
     x1 = np.clip(spans[:, 1], 0, w)
     lo = inked[np.minimum(np.searchsorted(inked, x0), len(inked) - 1)] if len(inked) else x0
     hi = inked[np.maximum(np.searchsorted(inked, x1) - 1, 0)] + 1 if len(inked) else x0
-    has = mask.any(axis=0)
-    first = np.where(has, mask.argmax(axis=0), h)
-    last = np.where(has, h - mask[::-1].argmax(axis=0), 0)
+    if rows is None:
+        has = mask.any(axis=0)
+        first = np.where(has, mask.argmax(axis=0), h)
+        last = np.where(has, h - mask[::-1].argmax(axis=0), 0)
+        rows = np.array([(first[a:b].min(initial=h), last[a:b].max(initial=0)) for a, b in zip(x0, x1, strict=True)],
+                        dtype=np.int64).reshape(-1, 2)
     for n in range(len(spans)):
         c0, c1 = int(lo[n]), int(hi[n])
         if c1 <= c0 or c0 < x0[n] or c1 > x1[n]:
             continue  # no ink in these columns
-        r0, r1 = int(first[c0:c1].min()), int(last[c0:c1].max())
+        r0, r1 = int(rows[n, 0]), int(rows[n, 1])
         piece = ink[r0:r1, c0:c1]
         ph, pw = piece.shape
         scale = inner / max(ph, pw)

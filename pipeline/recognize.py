@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -102,14 +102,14 @@ def prepare(gray: np.ndarray, *, params: StageParams, lengths: tuple[int, ...], 
         t = now
 
     scaled = fit_height(gray, height)
-    binary = binarize(scaled, **asdict(params.binarize))
+    binary = binarize(scaled, **vars(params.binarize))
     lap("binarize")
-    cleaned = clean(binary, **asdict(params.clean))
+    cleaned = clean(binary, **vars(params.clean))
     lap("clean")
-    lattice = propose(cleaned, lengths=lengths, **asdict(params.segment))
+    lattice = propose(cleaned, lengths=lengths, **vars(params.segment))
     lap("segment")
     spans = lattice.cuts[lattice.segments] if len(lattice.segments) else np.zeros((0, 2), np.int64)
-    crops = crop_glyphs(cleaned, spans, size=params.glyph.size, margin=params.glyph.margin)
+    crops = crop_glyphs(cleaned, spans, size=params.glyph.size, margin=params.glyph.margin, rows=lattice.rows)
     lap("glyphs")
     return Prepared(scaled, binary, cleaned, lattice, crops, ms)
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.batches import default_jobs, iter_prepared
+from pipeline.batches import default_jobs, iter_prepared, start_workers, uses_workers
 from pipeline.bundle import DEFAULT_MODEL, BundleError, load_bundle
 from pipeline.config import StageParams
 from pipeline.dataset import FolderError, Item, list_images, plausible_labels
@@ -115,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug and not args.no_debug and any(it.label for it in items):
         args.debug_failures = True
     threshold = args.threshold if args.threshold is not None else routing_threshold(bundle)
+    if uses_workers(len(items), args.jobs):
+        start_workers(args.jobs)  # part of start-up: the first images then need not wait for them
     startup = time.perf_counter() - started
     log.info("%d images in %s; model %s (%s); mode %s; start-up %.1f s",
              len(items), args.folder, bundle.name, bundle.path, args.mode, startup)

@@ -122,15 +122,15 @@ def propose(
     has = mask.any(axis=0)
     first = np.where(has, mask.argmax(axis=0), h)
     last = np.where(has, h - mask[::-1].argmax(axis=0), 0)
-    k = len(cuts)
-    interval_first = np.array([first[a:b].min(initial=h) for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
-    interval_last = np.array([last[a:b].max(initial=0) for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
-    top_table = np.full((k, k), h, dtype=np.int64)
-    bottom_table = np.zeros((k, k), dtype=np.int64)
-    for i in range(k - 1):
-        top_table[i, i + 1 :] = np.minimum.accumulate(interval_first[i:])
-        bottom_table[i, i + 1 :] = np.maximum.accumulate(interval_last[i:])
-    seg_rows = np.stack([top_table[i_idx, j_idx], bottom_table[i_idx, j_idx]], axis=1).astype(np.int64)
+    # interval_first[m]: the first ink row over the columns between cuts m and m + 1 (one reduceat).
+    interval_first = np.minimum.reduceat(first[: cuts[-1]], cuts[:-1])
+    interval_last = np.maximum.reduceat(last[: cuts[-1]], cuts[:-1])
+    # table[i, j] = reduction over intervals i..j-1: mask intervals before i, accumulate along j.
+    before = np.tri(len(cuts) - 1, k=-1, dtype=bool)  # before[i, m]: interval m lies before cut i
+    top_table = np.minimum.accumulate(np.where(before, h, interval_first[None, :]), axis=1)
+    bottom_table = np.maximum.accumulate(np.where(before, 0, interval_last[None, :]), axis=1)
+    # Segment (i, j) covers intervals i .. j - 1: entry [i, j - 1] of the tables.
+    seg_rows = np.stack([top_table[i_idx, j_idx - 1], bottom_table[i_idx, j_idx - 1]], axis=1).astype(np.int64)
     return Lattice(cuts, segments, prior, seg_rows, n_components)
 
 
