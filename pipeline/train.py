@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.batches import default_jobs, iter_prepared
 from pipeline.bundle import FORMAT_VERSION, library_versions, write_manifest
-from pipeline.config import StageParams
+from pipeline.config import GlyphParams, StageParams
 from pipeline.dataset import (
     FolderError,
     charset_of,
@@ -52,6 +52,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--glyph-epochs", type=int, default=40, help="epochs of the final glyph round")
     parser.add_argument("--align-rounds", type=int, default=3, help="glyph crop re-alignment rounds")
     parser.add_argument("--ctc-epochs", type=int, default=None, help="default: the CTC trainer's own")
+    parser.add_argument("--glyph-size", type=int, default=GlyphParams.size,
+                        help="side of the glyph CNN's square input crops, pixels (default %(default)s)")
     parser.add_argument("--jobs", type=int, default=default_jobs())
     return parser.parse_args(argv)
 
@@ -80,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     started = time.perf_counter()
+    if args.glyph_size < 8:
+        raise ValueError(f"--glyph-size must be at least 8 pixels, got {args.glyph_size}")
     items = labelled(list_images(args.folder))
     if args.limit:
         items = items[: args.limit]
@@ -96,7 +100,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     if not heights:
         raise ValueError(f"{args.folder}: none of the first images can be read")
     height = int(np.median(heights))
-    params = StageParams()
+    params = StageParams(glyph=GlyphParams(size=args.glyph_size))
     log.info("%d labelled images; charset %r; lengths %s; height %d px", len(items), charset, lengths, height)
 
     # The readable images, with their items and labels; unreadable ones are reported and skipped.

@@ -27,7 +27,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
         (folder / path.name).symlink_to(path.resolve())
     bundle_dir = tmp_path / "bundle"
     code = train_main([str(folder), "--out", str(bundle_dir), "--glyph-epochs", "2", "--align-rounds", "1",
-                       "--ctc-epochs", "1", "--seed", "3"])
+                       "--ctc-epochs", "1", "--seed", "3", "--glyph-size", "16"])
     assert code == 0
     bundle = load_bundle(bundle_dir)
     manifest = bundle.manifest
@@ -40,6 +40,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
         assert entry["sha256"] == sha256_file(bundle_dir / entry["weights"])
         assert 0.0 <= entry["validation"]["accuracy"] <= 1.0
     assert manifest["readers"]["glyph"]["architecture"]["n_classes"] == len(bundle.charset)
+    assert manifest["readers"]["glyph"]["architecture"]["size"] == manifest["params"]["glyph"]["size"] == 16
     assert 0.0 <= manifest["routing"]["threshold"] <= 1.0
     json.dumps(manifest)
 
@@ -51,5 +52,6 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
 
 def test_train_refuses_a_folder_without_labels(tmp_path: Path):
     assert train_main([str(tmp_path / "missing"), "--out", str(tmp_path / "b")]) == 3
+    assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--glyph-size", "4"]) == 3
     (tmp_path / "few").mkdir()
     assert train_main([str(tmp_path / "few"), "--out", str(tmp_path / "b")]) == 3
