@@ -39,7 +39,8 @@ def clean(
 
     Args:
         mask: bool (H, W), ink True. Not modified.
-        thin_ratio: structures thinner than ``thin_ratio * stroke width`` are opened away.
+        thin_ratio: structures thinner than ``thin_ratio * stroke width`` are opened away; 0: no
+            opening (schemes without strike lines, see ``pipeline.train.scheme_params``).
         min_stroke_for_opening: below this stroke width (pixels), skip the opening.
         speck_ratio: components with area under ``speck_ratio * text_height**2`` are removed.
 
@@ -50,7 +51,7 @@ def clean(
         raise ValueError(f"expected a bool (H, W) mask, got {mask.dtype} {mask.shape}")
     ink = mask.astype(np.uint8)
     width = stroke_width(mask)
-    if width >= min_stroke_for_opening:
+    if thin_ratio > 0 and width >= min_stroke_for_opening:
         # Odd sizes only: OpenCV's even kernels shift the opened image by a pixel.
         size = max(3, int(round(width * thin_ratio)) | 1)
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))

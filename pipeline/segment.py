@@ -28,18 +28,26 @@ class Lattice:
     """Candidate segmentations of one image.
 
     ``segments[s] = (i, j)`` is the candidate glyph spanning columns ``cuts[i]`` to ``cuts[j]``.
+    A path starts at one of ``starts`` and ends at one of ``ends``: the text's ends with and
+    without a possible line tail, so the classifier decides whether a low-ink run at an end is
+    a line running on (left out) or part of a glyph (the arm of an "F", the foot of an "L").
     """
 
-    cuts: np.ndarray  # int (K,), sorted candidate cut columns; cuts[0], cuts[-1] bound the text
+    cuts: np.ndarray  # int (K,), sorted candidate cut columns; cuts[0], cuts[-1] bound all the ink
     segments: np.ndarray  # int (S, 2), indices into ``cuts``, i < j
     prior: np.ndarray  # float (S,), log-prior of each segment (width, ink cut through)
     rows: np.ndarray  # int (S, 2), ink rows [top, bottom) inside each segment's columns
     n_components: int  # substantial connected components: the classic recipe's glyph count
     failure: str | None = None  # why no segmentation is possible, or None
+    starts: tuple[int, ...] = (0,)  # cut indices a path may start at, ascending
+    ends: tuple[int, ...] = (-1,)  # cut indices a path may end at, ascending (-1: the last cut)
 
     @property
     def span(self) -> tuple[int, int]:
-        return (int(self.cuts[0]), int(self.cuts[-1])) if len(self.cuts) else (0, 0)
+        """Columns [x0, x1) of the text without line tails (the innermost start and end)."""
+        if not len(self.cuts):
+            return (0, 0)
+        return int(self.cuts[self.starts[-1]]), int(self.cuts[self.ends[0]])
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,7 @@ def propose(
     text_height = max(1, bottom - top)
     col = ink.sum(axis=0).astype(np.float64)  # ink per column, pixels
 
-    x0, x1 = _trim_tails(col, tail_ink * text_height, tail_run * text_height)
+    (xa, xb), (x0, x1) = _ink_extent(col), _trim_tails(col, tail_ink * text_height, tail_run * text_height)
     if x1 <= x0:
         return _failed(n_components, "no ink found")
     n_min, n_max = min(lengths), max(lengths)
@@ -102,6 +110,10 @@ def propose(
     if span < n_min * 2:
         return _failed(n_components, f"text span {span} px is too narrow for {n_min} glyphs")
     cuts = _candidate_cuts(col, x0, x1, n_max, cut_ink * text_height, cuts_per_glyph, grid_step)
+    # A trimmed tail stays on offer: paths may also start at the first ink or end at the last.
+    cuts = np.unique(np.concatenate([cuts, [xa, xb]]))
+    starts = tuple(sorted({0, int(np.searchsorted(cuts, x0))}))
+    ends = tuple(sorted({len(cuts) - 1, int(np.searchsorted(cuts, x1))}))
 
     # Every segment between two cuts whose width is plausible for some allowed length.
     widths = cuts[None, :] - cuts[:, None]  # (K, K), widths[i, j] = cuts[j] - cuts[i]
@@ -131,12 +143,12 @@ def propose(
     bottom_table = np.maximum.accumulate(np.where(before, 0, interval_last[None, :]), axis=1)
     # Segment (i, j) covers intervals i .. j - 1: entry [i, j - 1] of the tables.
     seg_rows = np.stack([top_table[i_idx, j_idx - 1], bottom_table[i_idx, j_idx - 1]], axis=1).astype(np.int64)
-    return Lattice(cuts, segments, prior, seg_rows, n_components)
+    return Lattice(cuts, segments, prior, seg_rows, n_components, starts=starts, ends=ends)
 
 
 def best_path(lattice: Lattice, scores: np.ndarray, n: int) -> Path | None:
-    """The N consecutive lattice segments from the first cut to the last with the highest total
-    ``prior + scores``, or None when no such path exists.
+    """The N consecutive lattice segments from a start cut to an end cut (``Lattice.starts``,
+    ``Lattice.ends``) with the highest total ``prior + scores``, or None when no such path exists.
 
     Args:
         lattice: from :func:`propose`.
@@ -153,8 +165,8 @@ def best_path(lattice: Lattice, scores: np.ndarray, n: int) -> Path | None:
     total = lattice.prior[:, None] + (scores if scores.ndim == 2 else scores[:, None])  # (S, n) or (S, 1)
     seg_at = np.full((k, k), -1, dtype=np.int64)
     seg_at[starts, ends] = np.arange(n_seg)
-    best = np.full(k, -np.inf)  # best score of m segments from cut 0 to each cut
-    best[0] = 0.0
+    best = np.full(k, -np.inf)  # best score of m segments from a start cut to each cut
+    best[list(lattice.starts)] = 0.0
     back = np.zeros((n, k), dtype=np.int64)  # the start cut of the m-th segment ending at each cut
     step = np.full((k, k), -np.inf)
     for m in range(n):
@@ -163,10 +175,12 @@ def best_path(lattice: Lattice, scores: np.ndarray, n: int) -> Path | None:
         cand = best[:, None] + step  # (from cut, to cut)
         back[m] = cand.argmax(axis=0)
         best = cand[back[m], np.arange(k)]
-    if not np.isfinite(best[k - 1]):
+    end_cuts = np.arange(k)[list(lattice.ends)]
+    end = int(end_cuts[np.argmax(best[end_cuts])])
+    if not np.isfinite(best[end]):
         return None
     chosen = []
-    c = k - 1
+    c = end
     for m in range(n - 1, -1, -1):
         start = int(back[m, c])
         chosen.append(int(seg_at[start, c]))
@@ -175,7 +189,7 @@ def best_path(lattice: Lattice, scores: np.ndarray, n: int) -> Path | None:
     boxes = np.stack(
         [lattice.cuts[starts[ids]], lattice.rows[ids, 0], lattice.cuts[ends[ids]], lattice.rows[ids, 1]], axis=1
     )
-    return Path(segment_ids=ids, boxes=boxes, score=float(best[k - 1]))
+    return Path(segment_ids=ids, boxes=boxes, score=float(best[end]))
 
 
 def _failed(n_components: int, why: str) -> Lattice:
@@ -190,6 +204,12 @@ def _count_components(ink: np.ndarray) -> int:
         return 0
     areas = stats[1:, cv2.CC_STAT_AREA]
     return int((areas >= 0.1 * areas.max()).sum())
+
+
+def _ink_extent(col: np.ndarray) -> tuple[int, int]:
+    """Columns [x0, x1) from the first to the last inked column."""
+    inked = np.flatnonzero(col > 0)
+    return (int(inked[0]), int(inked[-1]) + 1) if inked.size else (0, 0)
 
 
 def _trim_tails(col: np.ndarray, min_ink: float, min_run: float) -> tuple[int, int]:

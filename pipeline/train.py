@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.batches import default_jobs, iter_prepared
+from pipeline.binarize import binarize
 from pipeline.bundle import FORMAT_VERSION, library_versions, write_manifest
+from pipeline.clean import stroke_width
 from pipeline.config import GlyphParams, StageParams
 from pipeline.dataset import (
     FolderError,
@@ -34,7 +36,7 @@ from pipeline.dataset import (
     list_images,
     split_indices,
 )
-from pipeline.load import LoadError, load_gray
+from pipeline.load import LoadError, fit_height, load_gray
 from pipeline.recognize import Prepared, Reading, read_segments, route
 
 log = logging.getLogger("pipeline.train")
@@ -91,17 +93,19 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         raise ValueError(f"{args.folder}: {len(items)} labelled images; training needs at least 10")
     labels = [it.label or "" for it in items]
     charset, lengths = charset_of(labels), tuple(lengths_of(labels))
-    heights = []
+    grays = []
     for it in items[:200]:
         try:
-            heights.append(load_gray(it.path).shape[0])
+            grays.append(load_gray(it.path))
         except LoadError:
             continue
-    if not heights:
+    if not grays:
         raise ValueError(f"{args.folder}: none of the first images can be read")
-    height = int(np.median(heights))
-    params = StageParams(glyph=GlyphParams(size=args.glyph_size))
-    log.info("%d labelled images; charset %r; lengths %s; height %d px", len(items), charset, lengths, height)
+    height = int(np.median([g.shape[0] for g in grays]))
+    params = scheme_params(grays, height, StageParams(glyph=GlyphParams(size=args.glyph_size)))
+    log.info("%d labelled images; charset %r; lengths %s; height %d px; %s", len(items), charset, lengths, height,
+             "bold scheme: smoothing and thin-line removal on" if params.clean.thin_ratio > 0
+             else "thin strokes: no smoothing, no thin-line removal")
 
     # The readable images, with their items and labels; unreadable ones are reported and skipped.
     good: list[tuple[Any, str, Prepared]] = []
@@ -197,6 +201,22 @@ def _glyph_validation(folder: Path, entry: dict[str, Any], val_set: tuple[Sequen
     model.load_weights(str(folder / entry["weights"]))
     whole, glyph = segment_accuracy(model, val_set[0], val_set[1], charset, lengths)
     return {"images": len(val_set[0]), "accuracy": whole, "glyph_accuracy": glyph}
+
+
+def scheme_params(grays: Sequence[np.ndarray], height: int, params: StageParams) -> StageParams:
+    """Decide once per scheme, from its images (no labels), whether the bold-scheme treatment runs.
+
+    Median smoothing (ragged noisy edges) and the opening that erases strike lines both assume
+    strokes much wider than a line. Decided per image, they also fire on the odd bold font of a
+    thin-stroked scheme and erase its hairlines (the arms of a serif "E", the bar of a "T").
+    So the scheme's median stroke width decides: at least ``smooth_min_stroke`` keeps both (the
+    per-image tests then still apply); below it, both are switched off.
+    """
+    strokes = [stroke_width(binarize(fit_height(g, height), **{**vars(params.binarize), "smooth": 1}))
+               for g in grays]
+    if float(np.median(strokes)) >= params.binarize.smooth_min_stroke:
+        return params
+    return replace(params, binarize=replace(params.binarize, smooth=1), clean=replace(params.clean, thin_ratio=0.0))
 
 
 def choose_threshold(manifest: dict[str, Any], folder: Path, val_set: tuple[Sequence[Prepared], Sequence[str]]

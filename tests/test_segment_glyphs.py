@@ -119,19 +119,19 @@ def test_stage_params_roundtrip():
 
 
 def brute_force_best(lattice, scores: np.ndarray, n: int) -> float:
-    """Best path score by enumerating every chain of n segments from the first cut to the last."""
+    """Best path score by enumerating every chain of n segments from a start cut to an end cut."""
     by_start: dict[int, list[int]] = {}
     for s, (i, _) in enumerate(lattice.segments):
         by_start.setdefault(int(i), []).append(s)
-    last = len(lattice.cuts) - 1
+    ends = {int(e) % len(lattice.cuts) for e in lattice.ends}
 
     def walk(cut: int, left: int) -> float:
         if left == 0:
-            return 0.0 if cut == last else -np.inf
+            return 0.0 if cut in ends else -np.inf
         return max((lattice.prior[s] + scores[s] + walk(int(lattice.segments[s, 1]), left - 1)
                     for s in by_start.get(cut, [])), default=-np.inf)
 
-    return walk(0, n)
+    return max(walk(int(start), n) for start in lattice.starts)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -141,8 +141,14 @@ def test_best_path_agrees_with_brute_force(seed: int):
     for x in rng.integers(5, 100, 6):  # random overlapping 'glyphs'
         gray[rng.integers(3, 10) : rng.integers(20, 28), x : x + rng.integers(6, 18)] = 0
     mask = binarize(gray, smooth=1)
+    if seed % 2:  # thin line tails at both ends: paths may start / end with or without them
+        inked = np.flatnonzero(mask.any(axis=0))
+        mask[15, max(0, inked[0] - 12) : inked[0]] = True
+        mask[15, inked[-1] : inked[-1] + 12] = True
     n = int(rng.integers(2, 5))
     lat = propose(mask, lengths=(n,))
+    if seed % 2:
+        assert len(lat.starts) + len(lat.ends) >= 3  # at least one tail fitted in the image
     scores = rng.normal(size=len(lat.segments))
     path = best_path(lat, scores, n)
     expected = brute_force_best(lat, scores, n)
@@ -166,3 +172,17 @@ def test_line_tails_trimmed_glyph_arms_kept(tail_width: int, trimmed: bool):
     mask[12, 40 : 40 + tail_width] = True  # 1 px high run of columns after the last glyph
     lat = propose(mask, lengths=(2,))
     assert lat.span[1] == (40 if trimmed else 40 + tail_width)
+
+
+@pytest.mark.parametrize("keep_tail", [True, False])
+def test_the_classifier_decides_whether_a_trimmed_tail_belongs_to_the_last_glyph(keep_tail: bool):
+    mask = bars([(10, 20), (30, 40)], width=80)
+    mask[12, 40:60] = True  # a thin run after the last glyph: a line tail, or the arm of an "F"
+    lat = propose(mask, lengths=(2,))
+    assert lat.span == (10, 40) and lat.cuts[lat.ends[-1]] == 60
+    ends_at = lat.cuts[lat.segments[:, 1]]
+    # The classifier likes the last glyph with its arm (an "F") or without it (a line tail).
+    scores = np.where(ends_at == (60 if keep_tail else 40), 5.0, 0.0)
+    path = best_path(lat, scores, 2)
+    assert path is not None and path.boxes[-1, 2] == (60 if keep_tail else 40)
+    assert path.boxes[0, 0] == 10

@@ -1,0 +1,45 @@
+"""The glyph trainer's examples on a hand-made lattice: aligned glyphs, near-copies, rejects."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.glyphs import crop_glyphs
+from pipeline.recognize import Prepared
+from pipeline.segment import Lattice
+from pipeline.train_glyph import training_crops
+
+
+def _three_touching_glyphs() -> Prepared:
+    """Glyphs 'a', 'b', 'c' fill columns [0, 20), [20, 40), [40, 60); the lattice offers the exact
+    cuts, a near-copy of 'a' missing one column, a one-column sliver and a segment over 'a' + 'b'."""
+    mask = np.ones((10, 60), bool)
+    mask[:, 19] = mask[:, 39] = False  # waists between the glyphs
+    mask[:3, 40:] = False  # 'c' is shorter: its crop differs from the others
+    cuts = np.array([0, 1, 20, 40, 60])
+    segments = np.array([[0, 2], [2, 3], [3, 4], [1, 2], [0, 1], [1, 3]])
+    prior = np.array([0.0, 0.0, 0.0, -5.0, -5.0, -5.0])  # the exact cuts are the aligned path
+    rows = np.tile([0, 10], (len(segments), 1))
+    lattice = Lattice(cuts, segments, prior, rows, n_components=1)
+    crops = crop_glyphs(mask, cuts[segments], size=16, margin=1)
+    return Prepared(gray=np.zeros((10, 60), np.uint8), binary=mask, cleaned=mask, lattice=lattice, crops=crops)
+
+
+def test_near_copies_carry_their_glyphs_class_and_slivers_are_rejects():
+    prep = _three_touching_glyphs()
+    crops, classes, used, widths = training_crops([prep], ["abc"], "abc", rejects_per_glyph=2.0, seed=0)
+    assert used == 1
+    np.testing.assert_allclose(widths, [1.0, 1.0, 1.0])
+    reject = 3
+    # Aligned 'a', 'b', 'c', then the near-copy of 'a' (segment 3), then both rejects (4, 5).
+    assert sorted(classes.tolist()) == [0, 0, 1, 2, reject, reject]
+    by_class = {c: [crop for crop, k in zip(crops, classes, strict=True) if k == c] for c in set(classes.tolist())}
+    assert any(np.array_equal(crop, prep.crops[3]) for crop in by_class[0])
+    for crop in by_class[reject]:
+        assert np.array_equal(crop, prep.crops[4]) or np.array_equal(crop, prep.crops[5])
+
+
+def test_no_near_copies_when_switched_off():
+    prep = _three_touching_glyphs()
+    _, classes, _, _ = training_crops([prep], ["abc"], "abc", near_per_glyph=0.0, seed=0)
+    assert sorted(c for c in classes.tolist() if c != 3) == [0, 1, 2]
