@@ -51,7 +51,7 @@ class SegmentParams:
 
 @dataclass(frozen=True)
 class GlyphParams:
-    size: int = 28  # glyph crops are size x size
+    size: int = 20  # glyph crops are size x size
     margin: int = 2  # empty pixels kept around the glyph inside the crop
 
 

@@ -60,6 +60,12 @@ class GlyphClassifier:
         model.load_weights(str(weights))
         return cls(model, bundle.charset, size=int(arch["size"]))
 
+    def warm_up(self) -> None:
+        """Trace the model's predict function now (two batch sizes, so the trace Keras keeps
+        takes any batch size), not on the first real batch."""
+        for n in (1, 2):
+            self.predict(np.zeros((n, self.size, self.size), np.float32))
+
     def predict(self, crops: np.ndarray, *, batch_size: int = 4096) -> np.ndarray:
         """Class probabilities of glyph crops.
 

@@ -12,7 +12,7 @@ import numpy as np
 
 
 def crop_glyphs(
-    mask: np.ndarray, spans: np.ndarray, *, size: int = 28, margin: int = 2, rows: np.ndarray | None = None
+    mask: np.ndarray, spans: np.ndarray, *, size: int = 20, margin: int = 2, rows: np.ndarray | None = None
 ) -> np.ndarray:
     """Crops of the ink between column pairs.
 

@@ -142,6 +142,9 @@ def load_readers(bundle: Any, mode: str) -> tuple[Any, Any]:
         line_reader = CtcReader.from_bundle(bundle)
     if mode in ("ctc", "both") and line_reader is None:
         raise ValueError(f"--mode {mode} needs a ctc reader; bundle {bundle.name!r} has none")
+    for reader in (classifier, line_reader):
+        if reader is not None:
+            reader.warm_up()  # start-up work, not the first chunk's
     return classifier, line_reader
 
 
