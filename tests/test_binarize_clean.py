@@ -82,3 +82,31 @@ def test_thin_strokes_survive_binarize():
     gray[19, 10:20] = 0  # one-pixel base
     mask = binarize(gray)
     assert mask[4:20, 10].all() and mask[19, 10:20].all()
+
+
+def test_opening_switched_off_per_scheme():
+    mask = np.zeros((40, 60), bool)
+    mask[5:35, 10:20] = True  # 10 px stroke
+    mask[20, :] = True  # 1 px hairline across
+    assert clean(mask, thin_ratio=0.0)[20, 40:].all()  # the hairline stays
+    assert not clean(mask)[20, 40:].any()
+
+
+def _bars(height: int, width: int, stroke: int) -> np.ndarray:
+    gray = np.full((height, width), 255, np.uint8)
+    for x in range(width // 8, width - stroke, width // 4):
+        gray[height // 5 : height - height // 5, x : x + stroke] = 0
+    return gray
+
+
+def test_bold_treatment_is_decided_per_scheme():
+    from pipeline.config import StageParams
+    from pipeline.train import scheme_params
+
+    bold = [_bars(50, 200, 9) for _ in range(5)]
+    assert scheme_params(bold, 50, StageParams()) == StageParams()
+    # A thin-stroked scheme with one bold outlier: no smoothing, no opening, for all its images.
+    thin = [_bars(24, 72, 2) for _ in range(4)] + [_bars(24, 72, 6)]
+    params = scheme_params(thin, 24, StageParams())
+    assert params.binarize.smooth == 1 and params.clean.thin_ratio == 0.0
+    assert params.segment == StageParams().segment
