@@ -52,7 +52,9 @@ def _worker_pid() -> int:
     return os.getpid()
 
 
-def prepare_file(path: Path, *, params: StageParams, lengths: tuple[int, ...], height: int) -> Prepared | str:
+def prepare_file(
+    path: Path, *, params: StageParams, lengths: tuple[int, ...], height: int, line_size: tuple[int, int] | None = None
+) -> Prepared | str:
     """Load and prepare one file; a one-line reason instead of a Prepared when that fails."""
     started = time.perf_counter()
     try:
@@ -61,7 +63,7 @@ def prepare_file(path: Path, *, params: StageParams, lengths: tuple[int, ...], h
         return str(exc)
     load_ms = (time.perf_counter() - started) * 1000.0
     try:
-        prepared = prepare(gray, params=params, lengths=lengths, height=height)
+        prepared = prepare(gray, params=params, lengths=lengths, height=height, line_size=line_size)
     except (ValueError, MemoryError) as exc:  # a stage refusing a degenerate image
         return f"processing failed: {exc}"
     prepared.ms = {"load": load_ms, **prepared.ms}
@@ -69,9 +71,10 @@ def prepare_file(path: Path, *, params: StageParams, lengths: tuple[int, ...], h
 
 
 def _prepare_chunk(
-    paths: Sequence[Path], params: StageParams, lengths: tuple[int, ...], height: int
+    paths: Sequence[Path], params: StageParams, lengths: tuple[int, ...], height: int,
+    line_size: tuple[int, int] | None = None,
 ) -> list[Prepared | str]:
-    return [prepare_file(p, params=params, lengths=lengths, height=height) for p in paths]
+    return [prepare_file(p, params=params, lengths=lengths, height=height, line_size=line_size) for p in paths]
 
 
 def chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
@@ -95,13 +98,15 @@ def iter_prepared(
     height: int,
     n_jobs: int | None = None,
     chunk: int = CHUNK,
+    line_size: tuple[int, int] | None = None,
 ) -> Iterator[list[Prepared | str]]:
-    """Yield, chunk by chunk and in input order, a Prepared or an error string per path."""
+    """Yield, chunk by chunk and in input order, a Prepared or an error string per path
+    (with the CRNN's input when ``line_size`` is given)."""
     n_jobs = default_jobs() if n_jobs is None else n_jobs
     chunks = [paths[a:b] for a, b in chunk_bounds(len(paths), chunk)]
     if not uses_workers(len(paths), n_jobs, chunk):
         for part in chunks:
-            yield _prepare_chunk(part, params, lengths, height)
+            yield _prepare_chunk(part, params, lengths, height, line_size)
         return
     parallel = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="2*n_jobs")
-    yield from parallel(delayed(_prepare_chunk)(part, params, lengths, height) for part in chunks)
+    yield from parallel(delayed(_prepare_chunk)(part, params, lengths, height, line_size) for part in chunks)

@@ -5,7 +5,7 @@ the image (and a second opinion when it can).
 
 Array contract:
 
-* input to :func:`prepare_batch`: grey ``uint8 (H, W)`` images of any size and polarity;
+* input to :func:`pipeline.line_input.prepare_batch`: grey ``uint8 (H, W)`` images of any size and polarity;
 * model input: ``float32 (B, height, width, 1)``, values in ``[0, 1]``, **ink dark (0) on a light
   background (1)**, the image scaled to ``height`` and left-aligned, padded on the right with
   background;
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import keras
 import numpy as np
 
 from pipeline.bundle import Bundle, BundleError
+from pipeline.line_input import prepare_batch
 
 log = logging.getLogger(__name__)
 
@@ -173,72 +173,6 @@ def encode_labels(labels: Sequence[str], charset: str, *, max_length: int | None
 
 
 # --------------------------------------------------------------------------------------------
-# Pre-processing
-# --------------------------------------------------------------------------------------------
-
-
-def prepare_batch(grays: Sequence[np.ndarray], *, height: int, width: int) -> np.ndarray:
-    """Grey images of any size -> the model's input batch ``float32 (B, height, width, 1)``.
-
-    Each image is made dark-ink-on-light (inverted when its ink is lighter than its
-    background), contrast-stretched so the background is 1.0 and the darkest ink ~0.0, scaled
-    to ``height`` keeping its aspect ratio, left-aligned and padded on the right with background.
-    An image that would come out wider than ``width`` is squeezed to fit instead: clipping
-    would cut characters off.
-
-    Args:
-        grays: ``uint8 (H, W)`` images.
-
-    Raises:
-        ValueError: an image that is not 2-D ``uint8`` or is empty.
-    """
-    batch = np.ones((len(grays), height, width, 1), dtype=np.float32)
-    for i, gray in enumerate(grays):
-        batch[i, :, :, 0] = _prepare_one(gray, height=height, width=width)
-    return batch
-
-
-def _prepare_one(gray: np.ndarray, *, height: int, width: int) -> np.ndarray:
-    if not isinstance(gray, np.ndarray) or gray.dtype != np.uint8 or gray.ndim != 2:
-        kind = f"{gray.dtype} {gray.shape}" if isinstance(gray, np.ndarray) else type(gray).__name__
-        raise ValueError(f"expected a grey uint8 (H, W) image, got {kind}")
-    h, w = gray.shape
-    if h == 0 or w == 0:
-        raise ValueError(f"empty image ({h}x{w})")
-    norm = _normalise(gray)
-    new_w = max(1, min(width, int(round(w * height / h))))
-    # INTER_AREA when shrinking keeps thin strokes; linear when enlarging small schemes.
-    interp = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
-    scaled = cv2.resize(norm, (new_w, height), interpolation=interp)
-    out = np.ones((height, width), dtype=np.float32)
-    out[:, :new_w] = scaled
-    return out
-
-
-def _normalise(gray: np.ndarray) -> np.ndarray:
-    """``uint8 (H, W)`` -> ``float32 (H, W)``: background 1.0, ink towards 0.0."""
-    img = gray.astype(np.float32)
-    # The border is almost all background in every CAPTCHA scheme we know (text sits inside
-    # a margin); its median ignores the odd noise line crossing it.
-    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
-    background = float(np.median(border))
-    # Ink = the pixels far from the background; it is lighter than the background on
-    # light-on-dark schemes, which we invert so the model only ever sees dark ink.
-    deviation = img - background
-    far = np.abs(deviation) > 48.0
-    ink_lighter = float(deviation[far].mean()) > 0 if far.any() else background < 128
-    if ink_lighter:
-        img = 255.0 - img
-        background = 255.0 - background
-    ink = float(np.percentile(img, 1.0))
-    span = background - ink
-    if span < 16.0:
-        # A blank or nearly uniform image: no stretch, just keep it light.
-        return np.clip(img / max(background, 1.0), 0.0, 1.0)
-    return np.clip((img - ink) / span, 0.0, 1.0)
-
-
-# --------------------------------------------------------------------------------------------
 # Decoding
 # --------------------------------------------------------------------------------------------
 
@@ -355,10 +289,21 @@ class CtcReader:
         """
         results: list[tuple[str, np.ndarray]] = []
         for start in range(0, len(grays), batch_size):
-            chunk = grays[start : start + batch_size]
-            x = prepare_batch(chunk, height=self.height, width=self.width)
-            probs = self.predict_probs(x)
-            results.extend(decode(probs, self.charset))
+            results.extend(self.read_inputs(prepare_batch(grays[start : start + batch_size], height=self.height,
+                                                          width=self.width), batch_size=batch_size))
+        return results
+
+    def read_inputs(self, x: np.ndarray, *, batch_size: int = 256) -> list[tuple[str, np.ndarray]]:
+        """Read model inputs already made by ``pipeline.line_input`` (``prepare_line`` / ``prepare_batch``
+        (``float32 (B, height, width)`` or ``(B, height, width, 1)``), e.g. in worker processes."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.shape[1:] != (self.height, self.width, 1):
+            raise ValueError(f"expected inputs of shape (B, {self.height}, {self.width}[, 1]), got {x.shape}")
+        results: list[tuple[str, np.ndarray]] = []
+        for start in range(0, len(x), batch_size):
+            results.extend(decode(self.predict_probs(x[start : start + batch_size]), self.charset))
         return results
 
     def warm_up(self) -> None:

@@ -24,6 +24,7 @@ from pipeline.binarize import binarize
 from pipeline.clean import clean
 from pipeline.config import StageParams
 from pipeline.glyphs import crop_glyphs
+from pipeline.line_input import prepare_line
 from pipeline.load import fit_height
 from pipeline.segment import Lattice, Path, best_path, propose
 
@@ -42,6 +43,8 @@ class GlyphModel(Protocol):
 class LineModel(Protocol):
     def read(self, grays: Sequence[np.ndarray]) -> list[tuple[str, np.ndarray]]: ...
 
+    def read_inputs(self, x: np.ndarray) -> list[tuple[str, np.ndarray]]: ...
+
 
 @dataclass
 class Prepared:
@@ -53,6 +56,7 @@ class Prepared:
     lattice: Lattice
     crops: np.ndarray  # uint8 (S, size, size), one per lattice segment (ink 255)
     ms: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
+    line_input: np.ndarray | None = None  # float32 (h, w), the CRNN's input, when asked for
 
 
 @dataclass
@@ -90,8 +94,16 @@ class Trace:
         return chosen.confidence if chosen else 0.0
 
 
-def prepare(gray: np.ndarray, *, params: StageParams, lengths: tuple[int, ...], height: int) -> Prepared:
-    """Run fit-height, binarize, clean, propose and crop on one grey uint8 (H, W) image."""
+def prepare(
+    gray: np.ndarray,
+    *,
+    params: StageParams,
+    lengths: tuple[int, ...],
+    height: int,
+    line_size: tuple[int, int] | None = None,
+) -> Prepared:
+    """Run fit-height, binarize, clean, propose and crop on one grey uint8 (H, W) image; with
+    ``line_size`` (the CRNN's input height, width), also make the CRNN's input."""
     ms: dict[str, float] = {}
     t = time.perf_counter()
 
@@ -111,7 +123,11 @@ def prepare(gray: np.ndarray, *, params: StageParams, lengths: tuple[int, ...], 
     spans = lattice.cuts[lattice.segments] if len(lattice.segments) else np.zeros((0, 2), np.int64)
     crops = crop_glyphs(cleaned, spans, size=params.glyph.size, margin=params.glyph.margin, rows=lattice.rows)
     lap("glyphs")
-    return Prepared(scaled, binary, cleaned, lattice, crops, ms)
+    line_input = None
+    if line_size is not None:
+        line_input = prepare_line(scaled, height=line_size[0], width=line_size[1])
+        lap("line_input")
+    return Prepared(scaled, binary, cleaned, lattice, crops, ms, line_input)
 
 
 def read_segments(
@@ -192,8 +208,12 @@ def recognize(
     need_ctc = [tr for tr in traces if line_reader is not None and (mode == "both" or tr.route == "ctc")]
     if need_ctc and line_reader is not None:
         t = time.perf_counter()
-        for trace, (text, conf) in zip(need_ctc, line_reader.read([tr.prepared.gray for tr in need_ctc]),
-                                       strict=True):
+        inputs = [x for tr in need_ctc if (x := tr.prepared.line_input) is not None]
+        if len(inputs) == len(need_ctc):  # made beside the classic stages (in the workers)
+            read = line_reader.read_inputs(np.stack(inputs))
+        else:
+            read = line_reader.read([tr.prepared.gray for tr in need_ctc])
+        for trace, (text, conf) in zip(need_ctc, read, strict=True):
             trace.ctc = Reading(text, conf)
         per_image = (time.perf_counter() - t) * 1000.0 / len(need_ctc)
         for trace in need_ctc:

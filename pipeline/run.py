@@ -169,8 +169,10 @@ def _run(items: list[Item], args: argparse.Namespace, bundle: Any, readers: tupl
     t0 = time.perf_counter()
     bar = tqdm(total=len(items), unit="img", disable=True if args.quiet else None, file=sys.stderr)
     try:
+        # The CRNN's inputs are made in the workers too, when this mode may need them.
+        line_size = (line_reader.height, line_reader.width) if line_reader is not None else None
         chunks = iter_prepared([it.path for it in items], params=params, lengths=bundle.lengths,
-                               height=bundle.image_height, n_jobs=args.jobs)
+                               height=bundle.image_height, n_jobs=args.jobs, line_size=line_size)
         for chunk in chunks:
             chunk_items = items[done : done + len(chunk)]
             ok = [(it, p) for it, p in zip(chunk_items, chunk, strict=True) if not isinstance(p, str)]

@@ -23,7 +23,8 @@ import keras
 import numpy as np
 
 from pipeline.bundle import sha256_file
-from pipeline.crnn import FRAME_STRIDE, CtcLoss, build_crnn, decode, encode_labels, prepare_batch
+from pipeline.crnn import FRAME_STRIDE, CtcLoss, build_crnn, decode, encode_labels
+from pipeline.line_input import prepare_batch
 
 log = logging.getLogger(__name__)
 

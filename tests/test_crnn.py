@@ -27,8 +27,8 @@ from pipeline.crnn import (
     build_crnn,
     decode,
     encode_labels,
-    prepare_batch,
 )
+from pipeline.line_input import prepare_batch
 from pipeline.train_ctc import augment_image, exact_and_cer, train_ctc_reader
 
 TINY = {"height": 16, "width": 48, "n_classes": 10, "conv_filters": (4, 8), "rnn_units": (8,), "dense_units": 8}
@@ -123,6 +123,14 @@ def test_reader_from_bundle_verifies_hash(tmp_path: Path) -> None:
     results = reader.read([_render("123"), _render("45", width=40)], batch_size=1)
     assert len(results) == 2 and all(isinstance(text, str) for text, _ in results)
     assert all(conf.shape == (len(text),) for text, conf in results)
+    # Inputs made elsewhere (the workers) read the same, with or without the channel axis.
+    x = prepare_batch([_render("123"), _render("45", width=40)], height=16, width=48)
+    for inputs in (x, x[..., 0]):
+        again = reader.read_inputs(inputs)
+        assert [t for t, _ in again] == [t for t, _ in results]
+        assert all(np.allclose(a, b) for (_, a), (_, b) in zip(again, results, strict=True))
+    with pytest.raises(ValueError, match="expected inputs of shape"):
+        reader.read_inputs(np.zeros((1, 16, 40), np.float32))
 
     _write_bundle(tmp_path, {**entry, "sha256": "0" * 64})
     with pytest.raises(BundleError, match="does not match"):

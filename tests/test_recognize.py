@@ -50,11 +50,17 @@ class StubLine:
     def __init__(self) -> None:
         self.calls = 0
         self.images = 0
+        self.input_calls = 0
 
     def read(self, grays: Sequence[np.ndarray]) -> list[tuple[str, np.ndarray]]:
         self.calls += 1
         self.images += len(grays)
         return [("bb", np.array([0.8, 0.9])) for _ in grays]
+
+    def read_inputs(self, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        assert x.dtype == np.float32 and x.shape[1:] == (8, 24)
+        self.input_calls += 1
+        return [("cc", np.array([0.7, 0.9])) for _ in x]
 
 
 def two_glyphs(blank: bool = False) -> np.ndarray:
@@ -97,3 +103,14 @@ def test_segment_mode_never_calls_the_crnn():
 def test_unknown_mode():
     with pytest.raises(ValueError, match="unknown mode"):
         recognize([], mode="fast", lengths=(2,), classifier=None, line_reader=None, threshold=0.5)
+
+
+def test_crnn_inputs_made_with_the_stages_are_used():
+    """With ``line_size`` the CRNN input is made in ``prepare`` (the workers) and read as is."""
+    batch = [prepare(two_glyphs(blank=(i == 1)), params=StageParams(), lengths=(2,), height=20, line_size=(8, 24))
+             for i in range(3)]
+    assert all(p.line_input is not None and p.line_input.shape == (8, 24) for p in batch)
+    line = StubLine()
+    traces = recognize(batch, mode="auto", lengths=(2,), classifier=StubGlyphs(), line_reader=line, threshold=0.9)
+    assert (line.calls, line.input_calls) == (0, 1)
+    assert [t.text for t in traces] == ["aa", "cc", "aa"]
