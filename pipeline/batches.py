@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -109,4 +110,8 @@ def iter_prepared(
             yield _prepare_chunk(part, params, lengths, height, line_size)
         return
     parallel = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="2*n_jobs")
-    yield from parallel(delayed(_prepare_chunk)(part, params, lengths, height, line_size) for part in chunks)
+    with warnings.catch_warnings():
+        # A run stopped early (Ctrl-C, an unwritable OUT) closes this generator; joblib then warns
+        # that chunks done ahead were never used, which is expected here.
+        warnings.filterwarnings("ignore", message=".*successfully executed.*but not used", category=UserWarning)
+        yield from parallel(delayed(_prepare_chunk)(part, params, lengths, height, line_size) for part in chunks)
