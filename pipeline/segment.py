@@ -160,18 +160,18 @@ def best_path(lattice: Lattice, scores: np.ndarray, n: int) -> Path | None:
     if lattice.failure or k < 2:
         return None
     n_seg = len(lattice.segments)
-    starts, ends = lattice.segments[:, 0], lattice.segments[:, 1]
+    seg_from, seg_to = lattice.segments[:, 0], lattice.segments[:, 1]
     # Dense (K, K) table per step: step[i, j] = score of the segment from cut i to cut j.
     total = lattice.prior[:, None] + (scores if scores.ndim == 2 else scores[:, None])  # (S, n) or (S, 1)
     seg_at = np.full((k, k), -1, dtype=np.int64)
-    seg_at[starts, ends] = np.arange(n_seg)
+    seg_at[seg_from, seg_to] = np.arange(n_seg)
     best = np.full(k, -np.inf)  # best score of m segments from a start cut to each cut
     best[list(lattice.starts)] = 0.0
     back = np.zeros((n, k), dtype=np.int64)  # the start cut of the m-th segment ending at each cut
     step = np.full((k, k), -np.inf)
     for m in range(n):
         if m == 0 or total.shape[1] > 1:  # the same table for every step unless scored per position
-            step[starts, ends] = total[:, min(m, total.shape[1] - 1)]
+            step[seg_from, seg_to] = total[:, min(m, total.shape[1] - 1)]
         cand = best[:, None] + step  # (from cut, to cut)
         back[m] = cand.argmax(axis=0)
         best = cand[back[m], np.arange(k)]
@@ -187,7 +187,7 @@ def best_path(lattice: Lattice, scores: np.ndarray, n: int) -> Path | None:
         c = start
     ids = np.array(chosen[::-1], dtype=np.int64)
     boxes = np.stack(
-        [lattice.cuts[starts[ids]], lattice.rows[ids, 0], lattice.cuts[ends[ids]], lattice.rows[ids, 1]], axis=1
+        [lattice.cuts[seg_from[ids]], lattice.rows[ids, 0], lattice.cuts[seg_to[ids]], lattice.rows[ids, 1]], axis=1
     )
     return Path(segment_ids=ids, boxes=boxes, score=float(best[end]))
 
