@@ -35,7 +35,7 @@ def uses_workers(n_paths: int, n_jobs: int, chunk: int = CHUNK) -> bool:
 
 def start_workers(n_jobs: int | None = None) -> int:
     """Start the worker processes (and their imports) now, so a run's first chunk does not wait
-    for them: ~0.7 s on the 2-core reference machine, start-up rather than per-image work.
+    for them (0.7-0.9 s measured on the 2-core reference machine): start-up, not per-image work.
 
     joblib keeps the pool alive between calls with the same ``n_jobs``. Returns the number of
     distinct worker processes that answered.

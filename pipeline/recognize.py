@@ -89,9 +89,13 @@ class Trace:
     ms: dict[str, float] = field(default_factory=dict)
 
     @property
+    def chosen(self) -> Reading | None:
+        """The reading the route answered with."""
+        return self.segment if self.route == "segment" else self.ctc
+
+    @property
     def confidence(self) -> float:
-        chosen = self.segment if self.route == "segment" else self.ctc
-        return chosen.confidence if chosen else 0.0
+        return self.chosen.confidence if self.chosen else 0.0
 
 
 def prepare(
@@ -219,8 +223,7 @@ def recognize(
         for trace in need_ctc:
             trace.ms["ctc"] = per_image
     for trace in traces:
-        chosen = trace.segment if trace.route == "segment" else trace.ctc
-        trace.text = chosen.text if chosen else ""
+        trace.text = trace.chosen.text if trace.chosen else ""
     return traces
 
 

@@ -1,9 +1,9 @@
 """The stage-wise evaluation report: an accumulator over a run (``update`` per image, ``summary``).
 
 It keeps counts, not images: its memory does not grow with the run, but for the glyph label
-codes (one byte per glyph, for scikit-learn's metrics) and a bounded gallery of the worst failures.
-``summary()`` returns the JSON-ready dict documented in ``docs``: :data:`SCHEMA` below names every
-key. The same object serves ``pipeline.run`` (report.json / report.html) and ``bench/``.
+codes (two bytes per glyph, for scikit-learn's metrics) and a bounded gallery of the worst failures.
+``summary()`` returns a JSON-ready dict: :data:`SCHEMA` below names every key. The same object
+serves ``pipeline.run`` (report.json / report.html) and ``bench/``.
 """
 
 from __future__ import annotations
@@ -98,21 +98,18 @@ class Report:
 
     def __init__(self, charset: str, *, gallery_size: int = 24) -> None:
         self.charset = charset
+        self.index = {c: i for i, c in enumerate(charset)}
         self.gallery_size = gallery_size
-        self.reset()
-
-    def reset(self) -> None:
         self.images = self.errors = self.labelled = 0
         self.components: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
-        self.reachable = self.reachable_known = self.boxes_right = 0
+        self.reachable = self.reachable_known = 0
         self.glyph_true, self.glyph_pred = array("h"), array("h")
         self.routes = {r: RouteStats() for r in ROUTES}
         self.both: Counter[str] = Counter()
         self.auto_choice: dict[str, Counter[str]] = defaultdict(Counter)
         self.stage_ms: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         self.gallery: list[GalleryEntry] = []
-        self._tiebreak = 0
 
     def update(self, file: str, trace: Trace | None, label: str | None, *, error: str | None = None) -> None:
         """Count one image; ``error``: why the file could not be read (``trace`` is then None).
@@ -144,17 +141,16 @@ class Report:
                 self.reachable_known += 1
                 self.reachable += reachable(lattice, trace.lattice_probs, label, self.charset)
             if len(seg.text) == n:
-                index = {c: i for i, c in enumerate(self.charset)}
                 for t, p in zip(label, seg.text, strict=True):
-                    self.glyph_true.append(index.get(t, -1))
-                    self.glyph_pred.append(index.get(p, -1))
+                    self.glyph_true.append(self.index.get(t, -1))
+                    self.glyph_pred.append(self.index.get(p, -1))
             seg_ok = self.routes["segment"].update(seg, label)
         if ctc is not None:
             ctc_ok = self.routes["ctc"].update(ctc, label)
         if seg is not None and ctc is not None:
             self.both[{(True, True): "both_right", (True, False): "only_segment_right",
                        (False, True): "only_ctc_right", (False, False): "both_wrong"}[(seg_ok, ctc_ok)]] += 1
-        chosen = seg if trace.route == "segment" else ctc
+        chosen = trace.chosen
         if chosen is not None:
             auto_ok = self.routes["auto"].update(chosen, label)
             choice = self.auto_choice[trace.route]

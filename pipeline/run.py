@@ -224,9 +224,8 @@ def _row(item: Item, trace: Trace | None, error: str | None) -> dict[str, str]:
     row["prediction"] = trace.text
     row["route"], row["reason"] = trace.route, trace.reason
     row["confidence"] = f"{trace.confidence:.4f}"
-    chosen = trace.segment if trace.route == "segment" else trace.ctc
-    if chosen is not None:
-        row["char_confidences"] = " ".join(f"{c:.3f}" for c in chosen.char_conf)
+    if trace.chosen is not None:
+        row["char_confidences"] = " ".join(f"{c:.3f}" for c in trace.chosen.char_conf)
     if trace.segment is not None:
         row["segment_prediction"] = trace.segment.text
         row["segment_confidence"] = f"{trace.segment.confidence:.4f}"

@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.bundle import sha256_file
 from pipeline.crnn import FRAME_STRIDE, CtcLoss, build_crnn, decode, encode_labels
 from pipeline.line_input import prepare_batch
+from pipeline.report import edit_distance
 
 log = logging.getLogger(__name__)
 
@@ -210,18 +211,8 @@ def exact_and_cer(predicted: Sequence[str], truth: Sequence[str]) -> tuple[float
     if not truth:
         return 0.0, 0.0
     exact = sum(p == t for p, t in zip(predicted, truth, strict=True))
-    edits = sum(_edit_distance(p, t) for p, t in zip(predicted, truth, strict=True))
+    edits = sum(edit_distance(p, t) for p, t in zip(predicted, truth, strict=True))
     return exact / len(truth), edits / max(1, sum(len(t) for t in truth))
-
-
-def _edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def _model_width(grays: Sequence[np.ndarray], *, height: int, max_label_length: int) -> int:

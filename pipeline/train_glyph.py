@@ -108,13 +108,12 @@ def training_crops(
         shared = np.where(hi > lo, cum[np.maximum(hi, lo)] - cum[lo], 0.0)  # (S, n) ink in common
         glyph_ink = np.maximum(cum[chosen[:, 1]] - cum[chosen[:, 0]], 1.0)  # (n,)
         seg_ink = np.maximum(cum[spans[:, 1]] - cum[spans[:, 0]], 1.0)  # (S,)
-        coverage = (shared / glyph_ink[None, :]).max(axis=1)
-        purity = shared.max(axis=1) / seg_ink
+        covers = shared / glyph_ink[None, :]  # (S, n): share of glyph m's ink in segment s
+        pure = shared / seg_ink[:, None]  # (S, n): share of segment s's ink from glyph m
+        coverage, purity = covers.max(axis=1), pure.max(axis=1)
         # Near-copies of a chosen glyph (another pair of cuts around nearly the same ink) are
         # positives too: the path chosen at reading time need not use the aligned cuts exactly.
-        near_cov = shared / glyph_ink[None, :]  # (S, n)
-        near_pur = shared / seg_ink[:, None]
-        near = (near_cov >= near_coverage) & (near_pur >= near_purity)
+        near = (covers >= near_coverage) & (pure >= near_purity)
         near[ids, np.arange(len(ids))] = False
         seg_n, glyph_n = np.nonzero(near)
         take_near = min(len(seg_n), int(round(near_per_glyph * len(label))))
