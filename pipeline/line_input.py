@@ -53,23 +53,43 @@ def prepare_line(gray: np.ndarray, *, height: int, width: int) -> np.ndarray:
 
 
 def _normalise(gray: np.ndarray) -> np.ndarray:
-    """``uint8 (H, W)`` -> ``float32 (H, W)``: background 1.0, ink towards 0.0."""
-    img = gray.astype(np.float32)
+    """``uint8 (H, W)`` -> ``float32 (H, W)``: background 1.0, ink towards 0.0.
+
+    Every output value depends only on the pixel's grey level, so the statistics are read off
+    256-bin histograms and the result is one 256-entry table applied to the image.
+    """
     # The border is almost all background in every CAPTCHA scheme we know (text sits inside
     # a margin); its median ignores the odd noise line crossing it.
-    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
-    background = float(np.median(border))
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background = _quantile(np.bincount(border, minlength=256), 0.5)
+    counts = np.bincount(gray.ravel(), minlength=256)
+    levels = np.arange(256, dtype=np.float64)
     # Ink = the pixels far from the background; it is lighter than the background on
     # light-on-dark schemes, which we invert so the model only ever sees dark ink.
-    deviation = img - background
+    deviation = levels - background
     far = np.abs(deviation) > 48.0
-    ink_lighter = float(deviation[far].mean()) > 0 if far.any() else background < 128
+    n_far = int(counts[far].sum())
+    ink_lighter = float(counts[far] @ deviation[far]) > 0 if n_far else background < 128
     if ink_lighter:
-        img = 255.0 - img
+        counts = counts[::-1]  # the histogram of 255 - gray
         background = 255.0 - background
-    ink = float(np.percentile(img, 1.0))
+    ink = _quantile(counts, 0.01)
+    table = (255.0 - levels if ink_lighter else levels).astype(np.float32)
     span = background - ink
     if span < 16.0:
         # A blank or nearly uniform image: no stretch, just keep it light.
-        return np.clip(img / max(background, 1.0), 0.0, 1.0)
-    return np.clip((img - ink) / span, 0.0, 1.0)
+        table = np.clip(table / np.float32(max(background, 1.0)), 0.0, 1.0)
+    else:
+        table = np.clip((table - np.float32(ink)) / np.float32(span), 0.0, 1.0)
+    return table.astype(np.float32)[gray]
+
+
+def _quantile(counts: np.ndarray, q: float) -> float:
+    """The ``q`` quantile (linear interpolation, as ``np.percentile``) of the grey levels whose
+    histogram is ``counts``."""
+    cumulative = np.cumsum(counts)
+    position = q * (int(cumulative[-1]) - 1)
+    lower = int(np.floor(position))
+    lo = float(np.searchsorted(cumulative, lower, side="right"))
+    hi = float(np.searchsorted(cumulative, lower + 1, side="right"))
+    return lo + (hi - lo) * (position - lower)

@@ -139,7 +139,9 @@ class Report:
                 self.failures[_generic(seg.failure)] += 1
             if trace.lattice_probs is not None:
                 self.reachable_known += 1
-                self.reachable += reachable(lattice, trace.lattice_probs, label, self.charset)
+                # A right reading is its own witness (its path reads the label); only the others
+                # need the search.
+                self.reachable += seg.text == label or reachable(lattice, trace.lattice_probs, label, self.charset)
             if len(seg.text) == n:
                 for t, p in zip(label, seg.text, strict=True):
                     self.glyph_true.append(self.index.get(t, -1))
@@ -242,6 +244,8 @@ def _badness(trace: Trace, label: str) -> float:
 
 def edit_distance(a: str, b: str) -> int:
     """Levenshtein distance between two strings."""
+    if a == b:
+        return 0
     previous = list(range(len(b) + 1))
     for i, ca in enumerate(a, start=1):
         current = [i]
