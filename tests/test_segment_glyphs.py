@@ -12,7 +12,7 @@ from pipeline.binarize import binarize
 from pipeline.clean import clean
 from pipeline.config import BinarizeParams, CleanParams, SegmentParams, StageParams
 from pipeline.glyphs import crop_glyphs
-from pipeline.segment import best_path, propose
+from pipeline.segment import best_path, on_some_path, propose
 
 
 def bars(xs: list[tuple[int, int]], height: int = 30, width: int = 100) -> np.ndarray:
@@ -186,3 +186,39 @@ def test_the_classifier_decides_whether_a_trimmed_tail_belongs_to_the_last_glyph
     path = best_path(lat, scores, 2)
     assert path is not None and path.boxes[-1, 2] == (60 if keep_tail else 40)
     assert path.boxes[0, 0] == 10
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_on_some_path_keeps_exactly_the_segments_of_complete_paths(seed: int):
+    """Pruning is exact: a segment is kept iff some chain of an allowed length from a start cut to
+    an end cut uses it (checked by enumerating every chain)."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(3, 9))
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k) if rng.random() < 0.45]
+    if not pairs:
+        pairs = [(0, k - 1)]
+    seg_from, seg_to = (np.array(v, dtype=np.int64) for v in zip(*pairs, strict=True))
+    starts = tuple(sorted({0, int(rng.integers(0, k))}))
+    ends = tuple(sorted({-1, int(rng.integers(0, k))}))
+    lengths = tuple(sorted({int(rng.integers(1, 4)), int(rng.integers(1, 5))}))
+    end_cuts = {e % k for e in ends}
+    used: set[int] = set()
+
+    def walk(cut: int, chain: list[int]) -> None:
+        if len(chain) in lengths and cut in end_cuts:
+            used.update(chain)
+        if len(chain) < max(lengths):
+            for s in np.flatnonzero(seg_from == cut):
+                walk(int(seg_to[s]), [*chain, int(s)])
+
+    for start in starts:
+        walk(start, [])
+    live = on_some_path(seg_from, seg_to, k, starts, ends, lengths)
+    assert set(np.flatnonzero(live).tolist()) == used
+
+
+def test_propose_offers_only_segments_on_complete_paths():
+    mask = bars([(5, 15), (20, 30), (35, 45), (50, 60)], width=70)
+    lat = propose(mask, lengths=(4,))
+    live = on_some_path(lat.segments[:, 0], lat.segments[:, 1], len(lat.cuts), lat.starts, lat.ends, (4,))
+    assert live.all() and len(lat.segments)
