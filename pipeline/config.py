@@ -47,6 +47,8 @@ class SegmentParams:
     tail_run: float = 0.4
     #: Spacing of extra candidate cuts inside fused stretches, in mean glyph widths.
     grid_step: float = 0.25
+    #: Offer only segments on some complete path (off while training: see pipeline.train).
+    complete_paths_only: bool = True
 
 
 @dataclass(frozen=True)

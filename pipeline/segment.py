@@ -71,6 +71,7 @@ def propose(
     tail_ink: float = 0.2,
     tail_run: float = 0.4,
     grid_step: float = 0.25,
+    complete_paths_only: bool = True,
 ) -> Lattice:
     """Candidate cuts and segments of a cleaned ink mask.
 
@@ -84,6 +85,9 @@ def propose(
         tail_ink, tail_run: a run of at least ``tail_run * text_height`` columns at an end of the
             text, each with at most ``tail_ink * text_height`` ink, is a line tail and trimmed.
         grid_step: spacing of grid cuts inside fused stretches, in mean glyph widths.
+        complete_paths_only: offer only segments that lie on some complete path (the others can
+            never be chosen); the glyph trainer turns this off to draw reject examples from
+            every plausible segment.
     """
     if mask.dtype != bool or mask.ndim != 2:
         raise ValueError(f"expected a bool (H, W) mask, got {mask.dtype} {mask.shape}")
@@ -120,10 +124,11 @@ def propose(
     lo = min_width * span / n_max
     hi = max_width * span / n_min
     i_idx, j_idx = np.nonzero((widths >= max(1.0, lo)) & (widths <= hi))
-    # Only segments on some complete path: the others could never be chosen, and cropping and
-    # classifying them was about a quarter of the work on captcha_v2.
-    live = on_some_path(i_idx, j_idx, len(cuts), starts, ends, lengths)
-    i_idx, j_idx = i_idx[live], j_idx[live]
+    if complete_paths_only:
+        # The others could never be chosen; cropping and classifying them was about a quarter
+        # of the reading work on captcha_v2.
+        live = on_some_path(i_idx, j_idx, len(cuts), starts, ends, lengths)
+        i_idx, j_idx = i_idx[live], j_idx[live]
     segments = np.stack([i_idx, j_idx], axis=1).astype(np.int64)
     seg_width = widths[i_idx, j_idx].astype(np.float64)
     # Equal-width prior around the mean glyph width of the most likely length, and a penalty for

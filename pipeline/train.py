@@ -109,7 +109,10 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
 
     # The readable images, with their items and labels; unreadable ones are reported and skipped.
     good: list[tuple[Any, str, Prepared]] = []
-    chunks = iter_prepared([it.path for it in items], params=params, lengths=lengths, height=height,
+    # Training sees every plausible segment, dead ends included: as reject examples they made the
+    # segment route 2.4 points better on average over five development splits (seeds 8-12).
+    every_segment = replace(params, segment=replace(params.segment, complete_paths_only=False))
+    chunks = iter_prepared([it.path for it in items], params=every_segment, lengths=lengths, height=height,
                            n_jobs=args.jobs)
     for it, label, p in zip(items, labels, (p for chunk in chunks for p in chunk), strict=True):
         if isinstance(p, str):

@@ -222,3 +222,8 @@ def test_propose_offers_only_segments_on_complete_paths():
     lat = propose(mask, lengths=(4,))
     live = on_some_path(lat.segments[:, 0], lat.segments[:, 1], len(lat.cuts), lat.starts, lat.ends, (4,))
     assert live.all() and len(lat.segments)
+    # The trainer's view keeps the dead ends too (reject examples): a superset.
+    every = propose(mask, lengths=(4,), complete_paths_only=False)
+    kept = {tuple(lat.cuts[s]) for s in lat.segments}
+    offered = {tuple(every.cuts[s]) for s in every.segments}
+    assert kept < offered
