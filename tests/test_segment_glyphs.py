@@ -227,3 +227,28 @@ def test_propose_offers_only_segments_on_complete_paths():
     kept = {tuple(lat.cuts[s]) for s in lat.segments}
     offered = {tuple(every.cuts[s]) for s in every.segments}
     assert kept < offered
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pruning_keeps_the_best_path_of_every_length(seed: int):
+    """Reading the pruned lattice gives the same best path, for each allowed length, as the full one."""
+    rng = np.random.default_rng(100 + seed)
+    gray = np.full((30, 160), 255, np.uint8)
+    for x in rng.integers(5, 140, 7):
+        gray[rng.integers(3, 10) : rng.integers(20, 28), x : x + rng.integers(6, 18)] = 0
+    mask = binarize(gray, smooth=1)
+    lengths = (3, 4, 5)
+    pruned = propose(mask, lengths=lengths)
+    full = propose(mask, lengths=lengths, complete_paths_only=False)
+    assert np.array_equal(pruned.cuts, full.cuts) and len(pruned.segments) <= len(full.segments)
+
+    def score(lat):  # the same random score for the same pair of cut columns in either lattice
+        cols = lat.cuts[lat.segments]
+        return np.sin(cols[:, 0] * 12.9898 + cols[:, 1] * 78.233 + seed) * 3.0
+
+    for n in lengths:
+        a, b = best_path(pruned, score(pruned), n), best_path(full, score(full), n)
+        assert (a is None) == (b is None)
+        if a is not None and b is not None:
+            assert a.score == pytest.approx(b.score)
+            assert np.array_equal(a.boxes, b.boxes)

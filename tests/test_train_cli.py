@@ -6,10 +6,14 @@ accuracy; the shipped bundles' figures come from bench/accuracy.py.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+from PIL import Image
 
 from pipeline.bundle import load_bundle, sha256_file
 from pipeline.run import main as run_main
@@ -55,3 +59,45 @@ def test_train_refuses_a_folder_without_labels(tmp_path: Path):
     assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--glyph-size", "4"]) == 3
     (tmp_path / "few").mkdir()
     assert train_main([str(tmp_path / "few"), "--out", str(tmp_path / "b")]) == 3
+
+
+def _synthetic_scheme(folder: Path, count: int, seed: int = 0) -> None:
+    """Blue text of 3-5 characters on a transparent background: a scheme of another size, length
+    set, character set and colour mode than the shipped ones."""
+    rng = np.random.default_rng(seed)
+    charset = "ACEHKMRTX347"
+    folder.mkdir()
+    for i in range(count):
+        text = "".join(rng.choice(list(charset), size=int(rng.integers(3, 6))))
+        alpha = np.zeros((40, 150), np.uint8)
+        cv2.putText(alpha, text, (6 + int(rng.integers(0, 8)), 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 255, 2,
+                    cv2.LINE_AA)
+        rgba = np.zeros((40, 150, 4), np.uint8)
+        rgba[..., 2] = 200  # blue ink where opaque, nothing elsewhere
+        rgba[..., 3] = alpha
+        Image.fromarray(rgba, "RGBA").save(folder / f"{i:03d}_{text}.png")
+    with (folder / "labels.csv").open("w", encoding="utf-8") as fh:
+        fh.write("file,label\n")
+        for path in sorted(folder.glob("*.png")):
+            fh.write(f"{path.name},{path.stem.split('_')[1]}\n")
+
+
+@pytest.mark.slow
+def test_train_and_run_a_variable_length_transparent_scheme(tmp_path: Path):
+    folder = tmp_path / "scheme"
+    _synthetic_scheme(folder, 48)
+    bundle_dir = tmp_path / "bundle"
+    assert train_main([str(folder), "--out", str(bundle_dir), "--glyph-epochs", "2", "--align-rounds", "1",
+                       "--ctc-epochs", "1", "--seed", "1"]) == 0
+    bundle = load_bundle(bundle_dir)
+    assert set(bundle.lengths) == {3, 4, 5}
+    assert bundle.manifest["image_height"] == 40
+    # Reading prunes the lattice to complete paths; the bundle records that reading setting.
+    assert bundle.manifest["params"]["segment"]["complete_paths_only"] is True
+    out = tmp_path / "out"
+    assert run_main([str(folder), "--out", str(out), "--model", str(bundle_dir), "--mode", "both", "-q"]) == 0
+    rows = list(csv.DictReader((out / "predictions.csv").open(encoding="utf-8")))
+    assert len(rows) == 48 and all(r["route"] in ("segment", "ctc") for r in rows)
+    # Every image gets a segment reading of one of the scheme's lengths, and not only one length.
+    lengths = {len(r["segment_prediction"]) for r in rows}
+    assert lengths <= {3, 4, 5} and len(lengths) >= 2
