@@ -68,8 +68,7 @@ def _normalise(gray: np.ndarray) -> np.ndarray:
     # light-on-dark schemes, which we invert so the model only ever sees dark ink.
     deviation = levels - background
     far = np.abs(deviation) > 48.0
-    n_far = int(counts[far].sum())
-    ink_lighter = float(counts[far] @ deviation[far]) > 0 if n_far else background < 128
+    ink_lighter = float(counts[far] @ deviation[far]) > 0 if counts[far].any() else background < 128
     if ink_lighter:
         counts = counts[::-1]  # the histogram of 255 - gray
         background = 255.0 - background
@@ -81,7 +80,7 @@ def _normalise(gray: np.ndarray) -> np.ndarray:
         table = np.clip(table / np.float32(max(background, 1.0)), 0.0, 1.0)
     else:
         table = np.clip((table - np.float32(ink)) / np.float32(span), 0.0, 1.0)
-    return table.astype(np.float32)[gray]
+    return table[gray]
 
 
 def _quantile(counts: np.ndarray, q: float) -> float:
