@@ -15,10 +15,13 @@ loading a bundle never deserialises code. Every weights file is checked against 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import platform
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -138,3 +141,24 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+@contextlib.contextmanager
+def quiet_tensorflow() -> Iterator[None]:
+    """Keep TensorFlow's native start-up chatter (oneDNN and absl notices on file descriptor 2)
+    off the terminal while models load, unless the user asked for it with
+    ``TF_CPP_MIN_LOG_LEVEL=0``. Recent TensorFlow ignores that variable for these lines, so they
+    are silenced at the descriptor; Python exceptions still propagate as usual."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "0":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)

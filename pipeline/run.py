@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pipeline.batches import default_jobs, iter_prepared, start_workers, uses_workers
-from pipeline.bundle import DEFAULT_MODEL, BundleError, load_bundle
+from pipeline.bundle import DEFAULT_MODEL, BundleError, load_bundle, quiet_tensorflow
 from pipeline.config import StageParams
 from pipeline.dataset import FolderError, Item, list_images, plausible_labels
 from pipeline.recognize import MODES, UNSURE, Trace, recognize
@@ -97,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         bundle = load_bundle(args.model)
-        readers = load_readers(bundle, args.mode)
+        with quiet_tensorflow():
+            readers = load_readers(bundle, args.mode)
     except (BundleError, ValueError, OSError) as exc:
         log.error("model %s: %s", args.model, exc)
         return ExitCode.MODEL_ERROR

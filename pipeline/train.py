@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.batches import default_jobs, iter_prepared
 from pipeline.binarize import binarize
-from pipeline.bundle import FORMAT_VERSION, library_versions, write_manifest
+from pipeline.bundle import FORMAT_VERSION, library_versions, quiet_tensorflow, write_manifest
 from pipeline.clean import stroke_width
 from pipeline.config import GlyphParams, StageParams
 from pipeline.dataset import (
@@ -68,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with quiet_tensorflow():
+        import keras  # noqa: F401  (imported here so that its start-up notices stay off the log)
     try:
         manifest = train(args, command=" ".join(["python -m pipeline.train", *map(shlex.quote, words)]))
     except (FolderError, ValueError) as exc:
