@@ -1,9 +1,11 @@
 """``python -m pipeline.train FOLDER --out MODEL_DIR``: train a bundle from a labelled folder.
 
 Everything about the scheme comes from the data: character set and case (the labels' characters),
-text lengths, image height. A seeded split keeps validation images out of training; the manifest
-records the data's fingerprint, the command line, the stage parameters, each reader's validation
-figures and the routing threshold chosen on the validation split.
+text lengths, image height. Seeded splits make three parts: the validation images, which no
+training step sees (the manifest's validation figures, and the benches, are measured on them);
+a *selection* part of the rest, which picks each reader's best epoch and the routing threshold;
+and the images the readers learn from. The manifest records the data's fingerprint, the command
+line, the stage parameters, each reader's figures on both held-out parts and the routing threshold.
 """
 
 from __future__ import annotations
@@ -49,7 +51,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     parser.add_argument("--reader", choices=("glyph", "ctc", "both"), default="both")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--val-fraction", type=float, default=0.15,
+                        help="share of the images held out for the validation figures (default %(default)s)")
+    parser.add_argument("--select-fraction", type=float, default=0.1,
+                        help="share of the remaining images held out to pick the best epoch and the routing "
+                             "threshold, so that nothing is chosen on the validation images (default %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N labelled images")
     parser.add_argument("--glyph-epochs", type=int, default=40, help="epochs of the final glyph round")
     parser.add_argument("--align-rounds", type=int, default=3, help="glyph crop re-alignment rounds")
@@ -121,17 +127,22 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
             log.warning("skipping %s: %s", it.rel, p)
         else:
             good.append((it, label, p))
-    tr_idx, va_idx = split_indices(len(good), val_fraction=args.val_fraction, seed=args.seed)
-    val_items = [good[i][0] for i in va_idx]
+    rest, va_idx = split_indices(len(good), val_fraction=args.val_fraction, seed=args.seed)
+    fit, select = split_indices(len(rest), val_fraction=args.select_fraction, seed=args.seed)
+    tr_idx, se_idx = rest[fit], rest[select]
+    val_items, sel_items = [good[i][0] for i in va_idx], [good[i][0] for i in se_idx]
     train_set = ([good[i][2] for i in tr_idx], [good[i][1] for i in tr_idx])
+    sel_set = ([good[i][2] for i in se_idx], [good[i][1] for i in se_idx])
     val_set = ([good[i][2] for i in va_idx], [good[i][1] for i in va_idx])
+    log.info("%d images to learn from, %d to select epochs and the threshold, %d for validation",
+             len(tr_idx), len(se_idx), len(va_idx))
     args.out.mkdir(parents=True, exist_ok=True)
 
     readers: dict[str, Any] = {}
     if args.reader in ("glyph", "both"):
         from pipeline.train_glyph import train_glyph_reader
 
-        readers["glyph"] = train_glyph_reader(train_set, val_set, charset=charset, lengths=lengths,
+        readers["glyph"] = train_glyph_reader(train_set, sel_set, charset=charset, lengths=lengths,
                                               out_dir=args.out, size=params.glyph.size, seed=args.seed,
                                               max_epochs=args.glyph_epochs, align_rounds=args.align_rounds)
         # Offer only the glyph widths the aligned training glyphs span (with a margin): fewer
@@ -143,17 +154,22 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
             max_width=round(min(params.segment.max_width, 1.25 * spread["p99.5"]), 3),
         ))
         val_set = (_prepare_again(val_set[0], val_items, params, lengths, height, args.jobs), val_set[1])
+        sel_set = (_prepare_again(sel_set[0], sel_items, params, lengths, height, args.jobs), sel_set[1])
+        readers["glyph"].pop("validation")  # the trainer's figures on the selection images, as below
+        readers["glyph"]["selection"] = _glyph_validation(args.out, readers["glyph"], sel_set, charset, lengths)
         readers["glyph"]["validation"] = _glyph_validation(args.out, readers["glyph"], val_set, charset, lengths)
-        log.info("glyph reader: %s; widths %.2f-%.2f", readers["glyph"]["validation"],
+        log.info("glyph reader: validation %s; widths %.2f-%.2f", readers["glyph"]["validation"],
                  params.segment.min_width, params.segment.max_width)
     if args.reader in ("ctc", "both"):
         from pipeline.train_ctc import train_ctc_reader
 
         extra = {"max_epochs": args.ctc_epochs} if args.ctc_epochs else {}
         readers["ctc"] = train_ctc_reader([p.gray for p in train_set[0]], train_set[1],
-                                          [p.gray for p in val_set[0]], val_set[1],
+                                          [p.gray for p in sel_set[0]], sel_set[1],
                                           charset=charset, out_dir=args.out, seed=args.seed, verbose=2, **extra)
-        log.info("ctc reader: %s", readers["ctc"]["validation"])
+        readers["ctc"]["selection"] = readers["ctc"].pop("validation")
+        readers["ctc"]["validation"] = _ctc_validation(args.out, readers["ctc"], charset, val_set)
+        log.info("ctc reader: validation %s", readers["ctc"]["validation"])
 
     manifest: dict[str, Any] = {
         "format": FORMAT_VERSION,
@@ -168,10 +184,11 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
             "images": len(items),
             "readable": len(good),
             "fingerprint_sha256": fingerprint(items),
-            "split": {"seed": args.seed, "val_fraction": args.val_fraction,
-                      "train": len(tr_idx), "validation": len(va_idx)},
+            "split": {"seed": args.seed, "val_fraction": args.val_fraction, "select_fraction": args.select_fraction,
+                      "train": len(tr_idx), "selection": len(se_idx), "validation": len(va_idx)},
             # The validation images by name, so benchmarks measure exactly what training never saw.
             "validation_files": sorted(it.rel for it in val_items),
+            "selection_files": sorted(it.rel for it in sel_items),
         },
         "command": command,
         "library_versions": library_versions(),
@@ -179,7 +196,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         "training_seconds": round(time.perf_counter() - started, 1),
     }
     if "glyph" in readers and "ctc" in readers:
-        manifest["routing"] = choose_threshold(manifest, args.out, val_set)
+        manifest["routing"] = choose_threshold(manifest, args.out, sel_set)
     write_manifest(args.out, manifest)
     return manifest
 
@@ -198,7 +215,7 @@ def _prepare_again(old: Sequence[Prepared], items: Sequence[Any], params: StageP
 
 def _glyph_validation(folder: Path, entry: dict[str, Any], val_set: tuple[Sequence[Prepared], Sequence[str]],
                       charset: str, lengths: tuple[int, ...]) -> dict[str, Any]:
-    """Validation figures of the saved glyph reader under the bundle's final stage parameters."""
+    """Figures of the saved glyph reader on held-out images, under the bundle's final stage parameters."""
     from pipeline.glyph_cnn import build_glyph_cnn
     from pipeline.train_glyph import segment_accuracy
 
@@ -206,6 +223,18 @@ def _glyph_validation(folder: Path, entry: dict[str, Any], val_set: tuple[Sequen
     model.load_weights(str(folder / entry["weights"]))
     whole, glyph = segment_accuracy(model, val_set[0], val_set[1], charset, lengths)
     return {"images": len(val_set[0]), "accuracy": whole, "glyph_accuracy": glyph}
+
+
+def _ctc_validation(folder: Path, entry: dict[str, Any], charset: str,
+                    val_set: tuple[Sequence[Prepared], Sequence[str]]) -> dict[str, Any]:
+    """Figures of the saved CRNN on held-out images."""
+    from pipeline.crnn import CtcReader
+    from pipeline.train_ctc import exact_and_cer
+
+    reader = CtcReader.from_weights(folder / entry["weights"], charset=charset, architecture=entry["architecture"])
+    texts = [text for text, _ in reader.read([p.gray for p in val_set[0]])]
+    accuracy, cer = exact_and_cer(texts, list(val_set[1]))
+    return {"images": len(texts), "accuracy": accuracy, "char_error_rate": cer}
 
 
 def scheme_params(grays: Sequence[np.ndarray], height: int, params: StageParams) -> StageParams:
@@ -224,9 +253,9 @@ def scheme_params(grays: Sequence[np.ndarray], height: int, params: StageParams)
     return replace(params, binarize=replace(params.binarize, smooth=1), clean=replace(params.clean, thin_ratio=0.0))
 
 
-def choose_threshold(manifest: dict[str, Any], folder: Path, val_set: tuple[Sequence[Prepared], Sequence[str]]
+def choose_threshold(manifest: dict[str, Any], folder: Path, sel_set: tuple[Sequence[Prepared], Sequence[str]]
                      ) -> dict[str, Any]:
-    """The per-glyph confidence threshold that maximises auto's validation accuracy.
+    """The per-glyph confidence threshold that maximises auto's accuracy on the selection images.
 
     Ties go to the higher threshold (more images to the CTC reader): the safer choice on data the
     validation split does not cover.
@@ -237,7 +266,7 @@ def choose_threshold(manifest: dict[str, Any], folder: Path, val_set: tuple[Sequ
 
     bundle = Bundle(path=folder, manifest=manifest)
     lengths = bundle.lengths
-    prepared, labels = val_set
+    prepared, labels = sel_set
     segment = [r for r, *_ in read_segments(prepared, GlyphClassifier.from_bundle(bundle), lengths)]
     ctc = [Reading(t, c) for t, c in CtcReader.from_bundle(bundle).read([p.gray for p in prepared])]
     best: tuple[float, float] = (-1.0, 0.0)
@@ -247,7 +276,7 @@ def choose_threshold(manifest: dict[str, Any], folder: Path, val_set: tuple[Sequ
             for s, c, label in zip(segment, ctc, labels, strict=True)
         )
         best = max(best, (right / max(1, len(labels)), float(threshold)))
-    return {"threshold": best[1], "validation_accuracy": best[0], "validation_images": len(labels)}
+    return {"threshold": best[1], "selection_accuracy": best[0], "selection_images": len(labels)}
 
 
 if __name__ == "__main__":

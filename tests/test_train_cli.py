@@ -38,14 +38,19 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     assert bundle.lengths == (4,) and set(bundle.charset) <= set("23456789ABCDEFGHJKLMNPQRSTUVWXYZ")
     assert manifest["image_height"] == 24
     assert manifest["data"]["split"]["seed"] == 3 and len(manifest["data"]["validation_files"]) == 9
+    # Three disjoint parts: nothing (best epoch, routing threshold) is chosen on the validation images.
+    split, selection = manifest["data"]["split"], manifest["data"]["selection_files"]
+    assert split["train"] + split["selection"] + split["validation"] == 60 and len(selection) == split["selection"] == 5
+    assert not set(selection) & set(manifest["data"]["validation_files"])
     assert "--seed 3" in manifest["command"] and len(manifest["data"]["fingerprint_sha256"]) == 64
     for name in ("glyph", "ctc"):
         entry = manifest["readers"][name]
         assert entry["sha256"] == sha256_file(bundle_dir / entry["weights"])
-        assert 0.0 <= entry["validation"]["accuracy"] <= 1.0
+        assert 0.0 <= entry["validation"]["accuracy"] <= 1.0 and entry["validation"]["images"] == 9
+        assert entry["selection"]["images"] == 5
     assert manifest["readers"]["glyph"]["architecture"]["n_classes"] == len(bundle.charset)
     assert manifest["readers"]["glyph"]["architecture"]["size"] == manifest["params"]["glyph"]["size"] == 16
-    assert 0.0 <= manifest["routing"]["threshold"] <= 1.0
+    assert 0.0 <= manifest["routing"]["threshold"] <= 1.0 and manifest["routing"]["selection_images"] == 5
     json.dumps(manifest)
 
     out = tmp_path / "out"
