@@ -18,13 +18,27 @@ if TYPE_CHECKING:  # keras is imported lazily: start-up without a model should n
     import keras
 
 
+#: Builder arguments added after bundles were first written, with the values those bundles'
+#: networks had: a manifest without the key rebuilds the network its weights belong to.
+ADDED_LATER = {"convs": 1, "batch_norm": False}
+
+
 def build_glyph_cnn(
-    *, size: int, n_classes: int, filters: Sequence[int] = (16, 32, 64), dense: int = 128, dropout: float = 0.3
+    *,
+    size: int,
+    n_classes: int,
+    filters: Sequence[int] = (16, 32, 64),
+    convs: int = 2,
+    batch_norm: bool = True,
+    dense: int = 128,
+    dropout: float = 0.3,
 ) -> keras.Model:
     """The glyph classifier: input float32 (B, size, size, 1), output softmax (B, n_classes + 1).
 
-    ``n_classes`` characters; the extra last output is the reject class. Training and inference
-    use the same model (no layer behaves differently but Dropout, which Keras switches itself).
+    ``n_classes`` characters; the extra last output is the reject class. Each block is ``convs``
+    3x3 convolutions of ``filters[n]`` channels (each batch-normalised when ``batch_norm``),
+    then 2x2 max pooling. Training and inference use the same model (Dropout and batch
+    normalisation switch modes themselves).
     """
     import keras
     from keras import layers
@@ -32,7 +46,14 @@ def build_glyph_cnn(
     inputs = keras.Input(shape=(size, size, 1), name="glyph")
     x = inputs
     for n, width in enumerate(filters):
-        x = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{n + 1}")(x)
+        for k in range(convs):
+            name = f"conv{n + 1}" + ("" if convs == 1 else "abcdefgh"[k])
+            if batch_norm:
+                x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=name)(x)
+                x = layers.BatchNormalization(name=f"bn_{name}")(x)
+                x = layers.Activation("relu", name=f"relu_{name}")(x)
+            else:
+                x = layers.Conv2D(width, 3, padding="same", activation="relu", name=name)(x)
         x = layers.MaxPooling2D(2, name=f"pool{n + 1}")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(dense, activation="relu", name="dense")(x)
@@ -55,7 +76,7 @@ class GlyphClassifier:
         if entry is None:
             raise ValueError(f"bundle {bundle.name!r} has no glyph reader")
         weights = bundle.weights_path("glyph")  # verifies sha256 first
-        arch: dict[str, Any] = dict(entry["architecture"])
+        arch: dict[str, Any] = {**ADDED_LATER, **entry["architecture"]}
         model = build_glyph_cnn(**arch)
         model.load_weights(str(weights))
         return cls(model, bundle.charset, size=int(arch["size"]))
