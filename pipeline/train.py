@@ -3,9 +3,10 @@
 Everything about the scheme comes from the data: character set and case (the labels' characters),
 text lengths, image height. Seeded splits make three parts: the validation images, which no
 training step sees (the manifest's validation figures, and the benches, are measured on them);
-a *selection* part of the rest, which picks each reader's best epoch and the routing threshold;
-and the images the readers learn from. The manifest records the data's fingerprint, the command
-line, the stage parameters, each reader's figures on both held-out parts and the routing threshold.
+a *selection* part of the rest, which picks the CRNN's best epoch and the routing threshold (the
+glyph CNN keeps the last epoch of its schedule); and the images the readers learn from. The
+manifest records the data's fingerprint, the command line, the stage parameters, each reader's
+figures on both held-out parts and the routing threshold.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--val-fraction", type=float, default=0.15,
                         help="share of the images held out for the validation figures (default %(default)s)")
     parser.add_argument("--select-fraction", type=float, default=0.1,
-                        help="share of the remaining images held out to pick the best epoch and the routing "
-                             "threshold, so that nothing is chosen on the validation images (default %(default)s)")
+                        help="share of the remaining images held out to pick the CRNN's best epoch and the "
+                             "routing threshold, so that nothing is chosen on the validation images "
+                             "(default %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N labelled images")
     parser.add_argument("--glyph-epochs", type=int, default=40, help="epochs of the final glyph round")
     parser.add_argument("--align-rounds", type=int, default=3, help="glyph crop re-alignment rounds")
@@ -155,7 +157,6 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         ))
         val_set = (_prepare_again(val_set[0], val_items, params, lengths, height, args.jobs), val_set[1])
         sel_set = (_prepare_again(sel_set[0], sel_items, params, lengths, height, args.jobs), sel_set[1])
-        readers["glyph"].pop("validation")  # the trainer's figures on the selection images, as below
         readers["glyph"]["selection"] = _glyph_validation(args.out, readers["glyph"], sel_set, charset, lengths)
         readers["glyph"]["validation"] = _glyph_validation(args.out, readers["glyph"], val_set, charset, lengths)
         log.info("glyph reader: validation %s; widths %.2f-%.2f", readers["glyph"]["validation"],

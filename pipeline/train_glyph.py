@@ -10,8 +10,12 @@ Glyph boxes are found by the segmenter itself, in two rounds:
    are cleaner (an "m" is kept whole because its halves do not read as "m"), and the segments that
    overlap no aligned glyph are the hard rejects. The final CNN is trained on them from scratch.
 
-Early stopping watches whole-CAPTCHA accuracy of the segment route on the validation images, with
-the best weights restored.
+Each round runs its whole cosine learning-rate schedule and keeps the last epoch's weights. The
+segment route's accuracy on the held-out *selection* images is logged every epoch (the manifest's
+``history``) but chooses nothing: with batch normalisation it swings by several points from one
+epoch to the next on captcha_v2's 71 selection images, so "restore the best epoch" picked lucky mid-schedule
+weights (on development split 8: 84.0 % whole-CAPTCHA validation accuracy against 89.6 % for the
+last epoch).
 """
 
 from __future__ import annotations
@@ -168,8 +172,8 @@ def segment_accuracy(
 
 
 def _fit(
-    crops: np.ndarray, classes: np.ndarray, *, arch: dict[str, Any], val: tuple[Sequence[Prepared], Sequence[str]],
-    charset: str, lengths: tuple[int, ...], epochs: int, patience: int, seed: int, batch_size: int,
+    crops: np.ndarray, classes: np.ndarray, *, arch: dict[str, Any], select: tuple[Sequence[Prepared], Sequence[str]],
+    charset: str, lengths: tuple[int, ...], epochs: int, seed: int, batch_size: int,
     learning_rate: float = 2e-3, max_crops_per_epoch: int = 20_000,
 ) -> tuple[Any, dict[str, Any]]:
     import keras
@@ -179,31 +183,25 @@ def _fit(
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     rng = np.random.default_rng(seed)
-    best: tuple[float, float, int] = (-1.0, -1.0, -1)
-    best_weights = model.get_weights()
     history = []
     for epoch in range(epochs):
-        # Cosine decay: late epochs take small steps, so the best epoch is not a lucky swing.
+        # Cosine decay to zero: the last epochs take small steps, and the last one is kept.
         model.optimizer.learning_rate.assign(learning_rate * 0.5 * (1.0 + np.cos(np.pi * epoch / epochs)))
         # Large data sets: a fresh random subset each epoch keeps an epoch's cost bounded.
         pick = rng.permutation(len(crops))[:max_crops_per_epoch]
         x = augment(crops[pick], rng).astype(np.float32)[..., None] / 255.0
         fit = model.fit(x, classes[pick], batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
-        whole, glyph = segment_accuracy(model, val[0], val[1], charset, lengths)
+        whole, glyph = segment_accuracy(model, select[0], select[1], charset, lengths)
         loss = float(fit.history["loss"][-1])
-        history.append({"epoch": epoch + 1, "loss": round(loss, 4), "val_accuracy": whole, "val_glyph": glyph})
-        log.info("glyph epoch %d: loss %.4f, val whole %.4f, glyph %.4f", epoch + 1, loss, whole, glyph)
-        if (whole, glyph) > best[:2]:
-            best, best_weights = (whole, glyph, epoch), model.get_weights()
-        elif epoch - best[2] >= patience:
-            break
-    model.set_weights(best_weights)
-    return model, {"epochs_run": len(history), "best_epoch": best[2] + 1, "history": history}
+        history.append({"epoch": epoch + 1, "loss": round(loss, 4), "selection_accuracy": whole,
+                        "selection_glyph": glyph})
+        log.info("glyph epoch %d: loss %.4f, selection whole %.4f, glyph %.4f", epoch + 1, loss, whole, glyph)
+    return model, {"epochs_run": len(history), "history": history}
 
 
 def train_glyph_reader(
     train: tuple[Sequence[Prepared], Sequence[str]],
-    val: tuple[Sequence[Prepared], Sequence[str]],
+    select: tuple[Sequence[Prepared], Sequence[str]],
     *,
     charset: str,
     lengths: tuple[int, ...],
@@ -215,11 +213,13 @@ def train_glyph_reader(
     align_rounds: int = 3,
     align_epochs: int = 10,
     max_epochs: int = 40,
-    patience: int = 10,
     batch_size: int = 128,
 ) -> dict[str, Any]:
     """Train the glyph CNN (bootstrap, then ``align_rounds`` rounds of alignment, each realigning
-    the crops with the previous round's model); write its weights; return its manifest entry."""
+    the crops with the previous round's model); write its weights; return its manifest entry.
+
+    ``select``: held-out labelled images whose segment-route accuracy is logged every epoch and
+    reported under ``selection`` (they choose nothing here; see the module docstring)."""
     if align_rounds < 1:
         raise ValueError("align_rounds must be at least 1")
     started = time.perf_counter()
@@ -231,8 +231,8 @@ def train_glyph_reader(
     arch = {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
     crops0, classes0, used0, _ = training_crops(train[0], train[1], charset, seed=seed)
     log.info("bootstrap: %d crops from %d of %d images", len(crops0), used0, len(train[0]))
-    model0, _ = _fit(crops0, classes0, arch=arch, val=val, charset=charset, lengths=lengths,
-                     epochs=bootstrap_epochs, patience=bootstrap_epochs, seed=seed, batch_size=batch_size)
+    model0, _ = _fit(crops0, classes0, arch=arch, select=select, charset=charset, lengths=lengths,
+                     epochs=bootstrap_epochs, seed=seed, batch_size=batch_size)
     model = model0
     for round_ in range(1, align_rounds + 1):
         scorer = scorer_for(model, charset)
@@ -241,10 +241,9 @@ def train_glyph_reader(
         crops, classes, used, widths = training_crops(train[0], train[1], charset, probs=probs, seed=seed + round_)
         log.info("alignment round %d: %d crops from %d of %d images", round_, len(crops), used, len(train[0]))
         last = round_ == align_rounds
-        model, fit_info = _fit(crops, classes, arch=arch, val=val, charset=charset, lengths=lengths,
-                               epochs=max_epochs if last else align_epochs, patience=patience if last else align_epochs,
-                               seed=seed, batch_size=batch_size)
-    whole, glyph = segment_accuracy(model, val[0], val[1], charset, lengths)
+        model, fit_info = _fit(crops, classes, arch=arch, select=select, charset=charset, lengths=lengths,
+                               epochs=max_epochs if last else align_epochs, seed=seed, batch_size=batch_size)
+    whole, glyph = segment_accuracy(model, select[0], select[1], charset, lengths)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS
     model.save_weights(str(weights))
@@ -253,7 +252,7 @@ def train_glyph_reader(
         "sha256": sha256_file(weights),
         "architecture": arch,
         "classes": charset + "\u2400",  # the last class is "reject" (not one whole glyph)
-        "validation": {"images": len(val[0]), "accuracy": whole, "glyph_accuracy": glyph},
+        "selection": {"images": len(select[0]), "accuracy": whole, "glyph_accuracy": glyph},
         "training": {
             "images": len(train[0]), "images_used": used, "crops": int(len(crops)),
             "reject_crops": int((classes == len(charset)).sum()), "seconds": round(time.perf_counter() - started, 1),

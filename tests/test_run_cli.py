@@ -101,7 +101,8 @@ def test_debug_images_for_every_stage(tmp_path: Path):
         for stage in ("01_gray", "02_binary", "03_cleaned", "04_components", "05_split", "06_glyphs"):
             assert f"{stage}.png" in written
         assert "strip.png" in written
-        assert Image.open(out / "debug" / stem / "01_gray.png").size[1] == load_bundle("captcha_v2").image_height
+        with Image.open(out / "debug" / stem / "01_gray.png") as image:
+            assert image.size[1] == load_bundle("captcha_v2").image_height
 
 
 def png_bytes(array: np.ndarray) -> bytes:
