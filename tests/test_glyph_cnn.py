@@ -40,11 +40,19 @@ def test_a_manifest_from_before_batch_norm_rebuilds_its_own_network(tmp_path: Pa
                                rtol=1e-5, atol=1e-6)
 
 
-def test_a_current_manifest_round_trips(tmp_path: Path):
+def test_a_current_manifest_round_trips_and_reads_with_normalisation_folded(tmp_path: Path):
     model = build_glyph_cnn(size=16, n_classes=2)
+    # Trained-looking normalisation statistics, so that folding them has something to get wrong.
+    rng = np.random.default_rng(3)
+    for layer in model.layers:
+        if layer.__class__.__name__ == "BatchNormalization":
+            n = layer.weights[0].shape[0]
+            layer.set_weights([rng.uniform(0.5, 2.0, n), rng.normal(0, 0.5, n), rng.normal(0, 0.5, n),
+                               rng.uniform(0.2, 3.0, n)])
     architecture = {"size": 16, "n_classes": 2, "filters": [16, 32, 64], "convs": 2, "batch_norm": True,
                     "dense": 128, "dropout": 0.3}
     classifier = GlyphClassifier.from_bundle(_bundle(tmp_path, model, architecture))
+    assert not any(layer.__class__.__name__ == "BatchNormalization" for layer in classifier.model.layers)
     crops = np.random.default_rng(2).random((5, 16, 16), dtype=np.float32)
     np.testing.assert_allclose(classifier.predict(crops), np.asarray(model.predict_on_batch(crops[..., None])),
                                rtol=1e-5, atol=1e-6)
