@@ -76,8 +76,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with quiet_tensorflow():
-        import keras  # noqa: F401  (imported here so that its start-up notices stay off the log)
     try:
         manifest = train(args, command=" ".join(["python -m pipeline.train", *map(shlex.quote, words)]))
     except (FolderError, ValueError) as exc:
@@ -96,6 +94,9 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     started = time.perf_counter()
     if args.glyph_size < 8:
         raise ValueError(f"--glyph-size must be at least 8 pixels, got {args.glyph_size}")
+    for flag, value in (("--val-fraction", args.val_fraction), ("--select-fraction", args.select_fraction)):
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"{flag} must be between 0 and 1 (exclusive), got {value}")
     items = labelled(list_images(args.folder))
     if args.limit:
         items = items[: args.limit]
@@ -139,6 +140,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     log.info("%d images to learn from, %d to select epochs and the threshold, %d for validation",
              len(tr_idx), len(se_idx), len(va_idx))
     args.out.mkdir(parents=True, exist_ok=True)
+    with quiet_tensorflow():
+        import keras  # noqa: F401  (imported here, once the data is known good, with its notices held back)
 
     readers: dict[str, Any] = {}
     if args.reader in ("glyph", "both"):

@@ -59,9 +59,11 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     assert json.loads((out / "report.json").read_text(encoding="utf-8"))["labelled"] == 60
 
 
-def test_train_refuses_a_folder_without_labels(tmp_path: Path):
+def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     assert train_main([str(tmp_path / "missing"), "--out", str(tmp_path / "b")]) == 3
     assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--glyph-size", "4"]) == 3
+    assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--select-fraction", "1.5"]) == 3
+    assert "--select-fraction must be between 0 and 1" in caplog.text
     (tmp_path / "few").mkdir()
     assert train_main([str(tmp_path / "few"), "--out", str(tmp_path / "b")]) == 3
 
