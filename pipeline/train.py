@@ -160,8 +160,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         ))
         val_set = (_prepare_again(val_set[0], val_items, params, lengths, height, args.jobs), val_set[1])
         sel_set = (_prepare_again(sel_set[0], sel_items, params, lengths, height, args.jobs), sel_set[1])
-        readers["glyph"]["selection"] = _glyph_validation(args.out, readers["glyph"], sel_set, charset, lengths)
-        readers["glyph"]["validation"] = _glyph_validation(args.out, readers["glyph"], val_set, charset, lengths)
+        readers["glyph"].update(_glyph_figures(args.out, readers["glyph"], charset, lengths,
+                                               selection=sel_set, validation=val_set))
         log.info("glyph reader: validation %s; widths %.2f-%.2f", readers["glyph"]["validation"],
                  params.segment.min_width, params.segment.max_width)
     if args.reader in ("ctc", "both"):
@@ -217,16 +217,20 @@ def _prepare_again(old: Sequence[Prepared], items: Sequence[Any], params: StageP
     return fresh
 
 
-def _glyph_validation(folder: Path, entry: dict[str, Any], val_set: tuple[Sequence[Prepared], Sequence[str]],
-                      charset: str, lengths: tuple[int, ...]) -> dict[str, Any]:
-    """Figures of the saved glyph reader on held-out images, under the bundle's final stage parameters."""
+def _glyph_figures(folder: Path, entry: dict[str, Any], charset: str, lengths: tuple[int, ...],
+                   **parts: tuple[Sequence[Prepared], Sequence[str]]) -> dict[str, dict[str, Any]]:
+    """Figures of the saved glyph reader on each held-out part (name -> images, labels), under the
+    bundle's final stage parameters; the weights are loaded once."""
     from pipeline.glyph_cnn import build_glyph_cnn
     from pipeline.train_glyph import segment_accuracy
 
     model = build_glyph_cnn(**entry["architecture"])
     model.load_weights(str(folder / entry["weights"]))
-    whole, glyph = segment_accuracy(model, val_set[0], val_set[1], charset, lengths)
-    return {"images": len(val_set[0]), "accuracy": whole, "glyph_accuracy": glyph}
+    figures = {}
+    for name, (prepared, labels) in parts.items():
+        whole, glyph = segment_accuracy(model, prepared, labels, charset, lengths)
+        figures[name] = {"images": len(prepared), "accuracy": whole, "glyph_accuracy": glyph}
+    return figures
 
 
 def _ctc_validation(folder: Path, entry: dict[str, Any], charset: str,

@@ -1,7 +1,8 @@
 """Train the CTC reader (:mod:`pipeline.crnn`) on labelled grey images and describe it for a manifest.
 
-The caller owns the data split (``pipeline.dataset.split_indices``); the validation part is used
-here for early stopping and for the figures written into the manifest entry.
+The caller owns the data split (``pipeline.dataset.split_indices``); the held-out part passed here
+(``pipeline.train`` passes its selection images, never the validation ones) is used for early
+stopping and for the figures written into the manifest entry.
 
 Training is tuned for small CAPTCHA sets on a CPU: a small input (height 32), a compact model,
 batch norm, a warm-up + cosine learning-rate schedule, and fresh geometric / noise augmentation

@@ -218,8 +218,9 @@ def train_glyph_reader(
     """Train the glyph CNN (bootstrap, then ``align_rounds`` rounds of alignment, each realigning
     the crops with the previous round's model); write its weights; return its manifest entry.
 
-    ``select``: held-out labelled images whose segment-route accuracy is logged every epoch and
-    reported under ``selection`` (they choose nothing here; see the module docstring)."""
+    ``select``: held-out labelled images whose segment-route accuracy is logged every epoch (they
+    choose nothing here; see the module docstring). The caller measures the saved reader's figures
+    under the bundle's final stage parameters."""
     if align_rounds < 1:
         raise ValueError("align_rounds must be at least 1")
     started = time.perf_counter()
@@ -243,7 +244,6 @@ def train_glyph_reader(
         last = round_ == align_rounds
         model, fit_info = _fit(crops, classes, arch=arch, select=select, charset=charset, lengths=lengths,
                                epochs=max_epochs if last else align_epochs, seed=seed, batch_size=batch_size)
-    whole, glyph = segment_accuracy(model, select[0], select[1], charset, lengths)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS
     model.save_weights(str(weights))
@@ -252,7 +252,6 @@ def train_glyph_reader(
         "sha256": sha256_file(weights),
         "architecture": arch,
         "classes": charset + "\u2400",  # the last class is "reject" (not one whole glyph)
-        "selection": {"images": len(select[0]), "accuracy": whole, "glyph_accuracy": glyph},
         "training": {
             "images": len(train[0]), "images_used": used, "crops": int(len(crops)),
             "reject_crops": int((classes == len(charset)).sum()), "seconds": round(time.perf_counter() - started, 1),
