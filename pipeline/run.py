@@ -29,6 +29,7 @@ from pipeline.batches import default_jobs, iter_prepared, start_workers, uses_wo
 from pipeline.bundle import DEFAULT_MODEL, BundleError, load_bundle, quiet_tensorflow
 from pipeline.config import StageParams
 from pipeline.dataset import FolderError, Item, list_images, plausible_labels
+from pipeline.glyph_cnn import PRECISIONS
 from pipeline.recognize import MODES, UNSURE, Trace, recognize
 
 log = logging.getLogger("pipeline.run")
@@ -71,6 +72,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=None,
                         help="least per-glyph confidence for auto to keep the segment reading "
                         "(default: the bundle's, chosen on its validation split)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="glyph CNN arithmetic: auto (default) is bfloat16 where the CPU has it natively "
+                        "(same readings, faster), else float32")
     parser.add_argument("--jobs", type=int, default=default_jobs(), help="worker processes for the image stages")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar, warnings only")
     return parser.parse_args(argv)
@@ -98,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bundle = load_bundle(args.model)
         with quiet_tensorflow():
-            readers = load_readers(bundle, args.mode)
+            readers = load_readers(bundle, args.mode, args.precision)
     except (BundleError, ValueError, OSError) as exc:
         log.error("model %s: %s", args.model, exc)
         return ExitCode.MODEL_ERROR
@@ -119,8 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if uses_workers(len(items), args.jobs):
         start_workers(args.jobs)  # part of start-up: the first images then need not wait for them
     startup = time.perf_counter() - started
-    log.info("%d images in %s; model %s (%s); mode %s; start-up %.1f s",
-             len(items), args.folder, bundle.name, bundle.path, args.mode, startup)
+    if readers[0] is not None:
+        args.precision = readers[0].precision  # the report records what "auto" became
+    precision = f", glyph CNN in {args.precision}" if readers[0] is not None else ""
+    log.info("%d images in %s; model %s (%s); mode %s%s; start-up %.1f s",
+             len(items), args.folder, bundle.name, bundle.path, args.mode, precision, startup)
     with out_csv:
         status, summary = _run(items, args, bundle, readers, threshold, out_csv)
     print(f"predictions: {args.out / 'predictions.csv'}")
@@ -128,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def load_readers(bundle: Any, mode: str) -> tuple[Any, Any]:
+def load_readers(bundle: Any, mode: str, precision: str = "auto") -> tuple[Any, Any]:
     """(glyph classifier or None, CTC line reader or None) that ``mode`` needs from the bundle."""
     from pipeline.glyph_cnn import GlyphClassifier
 
@@ -136,7 +143,7 @@ def load_readers(bundle: Any, mode: str) -> tuple[Any, Any]:
     if mode != "ctc":
         if bundle.reader("glyph") is None:
             raise ValueError(f"--mode {mode} needs a glyph reader; bundle {bundle.name!r} has none")
-        classifier = GlyphClassifier.from_bundle(bundle)
+        classifier = GlyphClassifier.from_bundle(bundle, precision=precision)
     if mode != "segment" and bundle.reader("ctc") is not None:
         from pipeline.crnn import CtcReader
 
@@ -243,7 +250,8 @@ def _write_report(out: Path, report: Any, seconds: float, args: argparse.Namespa
     import json
 
     summary = report.summary(seconds=seconds)
-    summary["run"] = {"folder": str(args.folder), "model": str(args.model), "mode": args.mode}
+    summary["run"] = {"folder": str(args.folder), "model": str(args.model), "mode": args.mode,
+                      "precision": args.precision}
     try:
         tmp = out / "report.json.tmp"
         tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")

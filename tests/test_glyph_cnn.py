@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from pipeline.bundle import Bundle, sha256_file
-from pipeline.glyph_cnn import GlyphClassifier, build_glyph_cnn
+from pipeline.batches import prepare_file
+from pipeline.bundle import DEFAULT_MODEL, Bundle, load_bundle, sha256_file
+from pipeline.config import StageParams
+from pipeline.glyph_cnn import GlyphClassifier, build_glyph_cnn, cpu_has_bf16, resolve_precision
+from tests.conftest import ROOT
 
 
 def _bundle(folder: Path, model, architecture: dict) -> Bundle:
@@ -28,6 +32,21 @@ def test_default_network_shapes_and_probabilities():
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize(("convs", "names"), [
+    (1, ["conv1", "conv2", "conv3"]),
+    ([1, 2, 2], ["conv1", "conv2a", "conv2b", "conv3a", "conv3b"]),
+    ((2, 1, 1), ["conv1a", "conv1b", "conv2", "conv3"]),
+])
+def test_convolutions_per_block(convs, names):
+    model = build_glyph_cnn(size=16, n_classes=2, convs=convs)
+    assert [layer.name for layer in model.layers if layer.__class__.__name__ == "Conv2D"] == names
+
+
+def test_one_count_per_block_or_a_clear_error():
+    with pytest.raises(ValueError, match="2 counts for 3 blocks"):
+        build_glyph_cnn(size=16, n_classes=2, convs=(1, 2))
+
+
 def test_a_manifest_from_before_batch_norm_rebuilds_its_own_network(tmp_path: Path):
     """Bundles written before ``convs`` / ``batch_norm`` existed list neither: they must load into
     the one-convolution, no-normalisation network their weights came from, and read the same."""
@@ -40,8 +59,9 @@ def test_a_manifest_from_before_batch_norm_rebuilds_its_own_network(tmp_path: Pa
                                rtol=1e-5, atol=1e-6)
 
 
-def test_a_current_manifest_round_trips_and_reads_with_normalisation_folded(tmp_path: Path):
-    model = build_glyph_cnn(size=16, n_classes=2)
+@pytest.mark.parametrize("convs", [2, [1, 2, 2]])  # as JSON manifests hold them
+def test_a_current_manifest_round_trips_and_reads_with_normalisation_folded(tmp_path: Path, convs):
+    model = build_glyph_cnn(size=16, n_classes=2, convs=convs)
     # Trained-looking normalisation statistics, so that folding them has something to get wrong.
     rng = np.random.default_rng(3)
     for layer in model.layers:
@@ -49,10 +69,53 @@ def test_a_current_manifest_round_trips_and_reads_with_normalisation_folded(tmp_
             n = layer.weights[0].shape[0]
             layer.set_weights([rng.uniform(0.5, 2.0, n), rng.normal(0, 0.5, n), rng.normal(0, 0.5, n),
                                rng.uniform(0.2, 3.0, n)])
-    architecture = {"size": 16, "n_classes": 2, "filters": [16, 32, 64], "convs": 2, "batch_norm": True,
+    architecture = {"size": 16, "n_classes": 2, "filters": [16, 32, 64], "convs": convs, "batch_norm": True,
                     "dense": 128, "dropout": 0.3}
     classifier = GlyphClassifier.from_bundle(_bundle(tmp_path, model, architecture))
     assert not any(layer.__class__.__name__ == "BatchNormalization" for layer in classifier.model.layers)
     crops = np.random.default_rng(2).random((5, 16, 16), dtype=np.float32)
     np.testing.assert_allclose(classifier.predict(crops), np.asarray(model.predict_on_batch(crops[..., None])),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n", True),
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 amx_bf16 amx_tile\n", True),
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n", False),
+    ("processor\t: 0\nmodel name\t: avx512_bf16 in a name is not a flag\n", False),
+    ("", False),
+])
+def test_native_bfloat16_comes_from_the_cpu_flags(tmp_path: Path, text: str, expected: bool):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(text, encoding="ascii")
+    assert cpu_has_bf16(cpuinfo) is expected
+
+
+def test_no_cpuinfo_means_float32(tmp_path: Path):
+    assert cpu_has_bf16(tmp_path / "absent") is False
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("bfloat16") == "bfloat16"
+    assert resolve_precision("auto") in ("float32", "bfloat16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("half")
+
+
+def test_the_shipped_bundle_reads_the_samples_alike_in_bfloat16():
+    """bfloat16 keeps about three significant digits: every crop of every sample image (all the
+    lattice's candidates, not only the chosen ones) must keep its class, and the probabilities stay
+    within a few hundredths; the softmax itself computes in float32."""
+    bundle = load_bundle(DEFAULT_MODEL)
+    params = StageParams.from_dict(bundle.manifest.get("params"))
+    files = sorted((ROOT / "data" / "samples").glob("*.png"))
+    prepared = [prepare_file(f, params=params, lengths=bundle.lengths, height=bundle.image_height) for f in files]
+    crops = np.concatenate([p.crops for p in prepared if not isinstance(p, str)])
+    full = GlyphClassifier.from_bundle(bundle, precision="float32")
+    half = GlyphClassifier.from_bundle(bundle, precision="bfloat16")
+    assert half.precision == "bfloat16"
+    assert half.model.get_layer("probs").compute_dtype == "float32"
+    assert half.model.get_layer("conv2a").compute_dtype == "bfloat16"
+    a = full.predict(crops.astype(np.float32) / 255.0)
+    b = half.predict(crops.astype(np.float32) / 255.0)
+    assert len(crops) > 500
+    assert (a.argmax(axis=1) == b.argmax(axis=1)).all()
+    np.testing.assert_allclose(a, b, atol=0.06)

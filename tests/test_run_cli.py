@@ -81,6 +81,22 @@ def test_accuracy_floors_on_validation_images(tmp_path: Path, name: str, mode: s
         assert {r["route"] for r in rows} == {mode}
 
 
+def test_bfloat16_reads_what_float32_reads(tmp_path: Path):
+    """--precision changes the glyph CNN's arithmetic, not the readings (bench/speed.py measures
+    what it saves); the report records which one ran."""
+    folder = validation_folder(tmp_path, "captcha_v2", 100)
+    rows = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        assert main([str(folder), "--out", str(out), "--mode", "segment", "--precision", precision, "-q"]) == 0
+        rows[precision] = read_rows(out)
+        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+        assert report["run"]["precision"] == precision
+    assert [r["prediction"] for r in rows["float32"]] == [r["prediction"] for r in rows["bfloat16"]]
+    confidences = [(float(a["confidence"]), float(b["confidence"])) for a, b in zip(*rows.values(), strict=True)]
+    assert max(abs(a - b) for a, b in confidences) < 0.1
+
+
 def test_mode_both_writes_both_readings(tmp_path: Path):
     folder = validation_folder(tmp_path, "captcha_v2", 20)
     out = tmp_path / "out"
