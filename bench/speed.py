@@ -1,12 +1,14 @@
 """Throughput of ``python -m pipeline.run`` over 2,000 images, start-up measured apart.
 
     python bench/speed.py [--model captcha_v2] [--images 2000] [--repeats 3] [--modes segment auto both ctc]
+                          [--precision auto|float32|bfloat16]
 
 Builds a temporary folder of N images (symbolic links cycling over the data set's files, so nothing
 is copied) with a labels.csv, runs the real CLI as a subprocess per mode and repeat (``--no-debug``:
 stage images are for people, not throughput; the report is still accumulated), and takes from its
 output the images/s of the reading loop (decode to CSV) and the start-up time (imports, model
-load). Writes medians to ``bench/results/speed_<model>.json``.
+load). Writes medians to ``bench/results/speed_<model>.json`` (``speed_<model>_<precision>.json``
+for a precision other than the default ``auto``), with the glyph CNN's precision that ran.
 """
 
 from __future__ import annotations
@@ -40,12 +42,12 @@ def build_folder(source: Path, n: int, folder: Path) -> None:
             fh.write(f"{i:05d}.png,{files[i % len(files)].stem}\n")
 
 
-def run_once(folder: Path, out: Path, model: str, mode: str) -> tuple[float, float, float]:
-    """(images/s, start-up s, wall s) of one CLI run."""
+def run_once(folder: Path, out: Path, model: str, mode: str, precision: str) -> tuple[float, float, float, str]:
+    """(images/s, start-up s, wall s, glyph CNN precision or "") of one CLI run."""
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.run", str(folder), "--out", str(out), "--model", model, "--mode", mode,
-         "--no-debug"],
+         "--no-debug", "--precision", precision],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     wall = time.perf_counter() - started
@@ -53,7 +55,8 @@ def run_once(folder: Path, out: Path, model: str, mode: str) -> tuple[float, flo
         raise SystemExit(f"pipeline.run failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     rate = float(re.search(r"([\d.]+) images/s", proc.stdout).group(1))  # type: ignore[union-attr]
     startup = float(re.search(r"start-up ([\d.]+) s", proc.stderr).group(1))  # type: ignore[union-attr]
-    return rate, startup, wall
+    used = re.search(r"glyph CNN in (\w+)", proc.stderr)
+    return rate, startup, wall, used.group(1) if used else ""
 
 
 def main() -> int:
@@ -63,29 +66,34 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--modes", nargs="+", default=["segment", "auto", "both", "ctc"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from pipeline.bundle import load_bundle
 
     bundle = load_bundle(args.model)
     source = args.data or (ROOT / bundle.manifest["data"]["folder"])
-    results: dict[str, object] = {"model": bundle.name, "images": args.images, "repeats": args.repeats,
+    results: dict[str, object] = {"model": bundle.name, "precision": args.precision, "images": args.images,
+                                  "repeats": args.repeats,
                                   "cpus": os.cpu_count(), "load_average_before": os.getloadavg()[0], "modes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
         folder.mkdir()
         build_folder(Path(source), args.images, folder)
         for mode in args.modes:
-            runs = [run_once(folder, Path(tmp) / f"out_{mode}_{r}", bundle.name, mode) for r in range(args.repeats)]
-            rates, startups, walls = zip(*runs, strict=True)
+            runs = [run_once(folder, Path(tmp) / f"out_{mode}_{r}", bundle.name, mode, args.precision)
+                    for r in range(args.repeats)]
+            rates, startups, walls, used = zip(*runs, strict=True)
             results["modes"][mode] = {  # type: ignore[index]
                 "images_per_second_median": statistics.median(rates), "images_per_second_runs": rates,
                 "startup_seconds_median": statistics.median(startups), "wall_seconds_median": statistics.median(walls),
+                "glyph_cnn_precision": used[0],
             }
             print(f"{bundle.name} --mode {mode}: {statistics.median(rates):.0f} images/s (median of {args.repeats}), "
                   f"start-up {statistics.median(startups):.1f} s")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"speed_{bundle.name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    suffix = "" if args.precision == "auto" else f"_{args.precision}"
+    (RESULTS / f"speed_{bundle.name}{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
 

@@ -34,7 +34,7 @@ def build_glyph_cnn(
     size: int,
     n_classes: int,
     filters: Sequence[int] = (16, 32, 64),
-    convs: int | Sequence[int] = 2,
+    convs: int | Sequence[int] = (1, 1, 2),
     batch_norm: bool = True,
     dense: int = 128,
     dropout: float = 0.3,
@@ -45,6 +45,11 @@ def build_glyph_cnn(
     (or ``convs[n]``, one count per block) 3x3 convolutions of ``filters[n]`` channels (each
     batch-normalised when ``batch_norm``), then 2x2 max pooling. Training and inference use the
     same model (Dropout and batch normalisation switch modes themselves).
+
+    The default doubles only the last block's convolution: on the captcha_v2 development splits
+    (seeds 8-12) it read as well as two per block (segment route mean 93.9 against 93.1 %) with
+    half the multiply-adds per 20x20 crop (1.9 M against 3.7 M: each block's second convolution
+    costs 0.92 M, whatever the block).
     """
     import keras
     from keras import layers
