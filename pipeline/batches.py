@@ -112,6 +112,8 @@ def iter_prepared(
     parallel = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="2*n_jobs")
     with warnings.catch_warnings():
         # A run stopped early (Ctrl-C, an unwritable OUT) closes this generator; joblib then warns
-        # that chunks done ahead were never used, which is expected here.
+        # that chunks done ahead were never used, or cancels those under way: expected here.
         warnings.filterwarnings("ignore", message=".*successfully executed.*but not used", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*still being processed by the workers have been cancelled",
+                                category=UserWarning)
         yield from parallel(delayed(_prepare_chunk)(part, params, lengths, height, line_size) for part in chunks)

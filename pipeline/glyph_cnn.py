@@ -120,9 +120,9 @@ def resolve_precision(precision: str) -> str:
 def in_bfloat16(model: keras.Model) -> keras.Model:
     """The same network computing in bfloat16 (weights kept in float32, Keras' ``mixed_bfloat16``
     policy), except the softmax layer, which stays in float32 so that the probabilities the
-    segmentation judge multiplies keep their precision. On CPUs with native bfloat16 this is
-    about 1.3-1.9x the crops/s of float32; the shipped bundles read every image of their training
-    folders identically in both (``tests/test_glyph_cnn.py`` checks the sample images)."""
+    segmentation judge multiplies keep their precision. ``bench/precision.py`` measures, on every
+    image of both shipped bundles' training folders, the readings that differ from float32 (none)
+    and the speed ratio; ``tests/test_glyph_cnn.py`` checks the sample images."""
     import keras
 
     def clone(layer: keras.Layer) -> keras.Layer:

@@ -123,9 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if uses_workers(len(items), args.jobs):
         start_workers(args.jobs)  # part of start-up: the first images then need not wait for them
     startup = time.perf_counter() - started
-    if readers[0] is not None:
-        args.precision = readers[0].precision  # the report records what "auto" became
-    precision = f", glyph CNN in {args.precision}" if readers[0] is not None else ""
+    # The report records what "auto" became (nothing where the glyph CNN does not run).
+    args.precision = readers[0].precision if readers[0] is not None else None
+    precision = f", glyph CNN in {args.precision}" if args.precision else ""
     log.info("%d images in %s; model %s (%s); mode %s%s; start-up %.1f s",
              len(items), args.folder, bundle.name, bundle.path, args.mode, precision, startup)
     with out_csv:

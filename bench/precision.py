@@ -1,0 +1,91 @@
+"""Does the glyph CNN read the same in bfloat16 as in float32, and how much faster is it?
+
+    python bench/precision.py [--model captcha_v2 --model wp_rsc]
+
+For each bundle, runs the classic stages on every image of its training folder (all of them: this
+compares two arithmetics of one network, it measures no accuracy claim), then reads the segment
+route with the glyph CNN in float32 and in bfloat16 (``GlyphClassifier.from_bundle(precision=...)``,
+what ``pipeline.run --precision`` does), and counts the images whose reading differs, the
+candidate crops whose top class differs, and the largest difference of a probability. The CNN's
+time over all crops is the median of 3 passes per precision (the CNN alone, not the run: for that,
+``bench/speed.py --precision``). Writes ``bench/results/precision.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pipeline.batches import iter_prepared  # noqa: E402
+from pipeline.bundle import load_bundle, quiet_tensorflow  # noqa: E402
+from pipeline.config import StageParams  # noqa: E402
+from pipeline.dataset import list_images  # noqa: E402
+from pipeline.glyph_cnn import GlyphClassifier, cpu_has_bf16  # noqa: E402
+from pipeline.recognize import Prepared, read_segments  # noqa: E402
+
+
+def measure(model: str) -> dict:
+    bundle = load_bundle(model)
+    folder = ROOT / bundle.manifest["data"]["folder"]
+    params = StageParams.from_dict(bundle.manifest.get("params"))
+    paths = [item.path for item in list_images(folder)]
+    prepared: list[Prepared] = [p for chunk in iter_prepared(paths, params=params, lengths=bundle.lengths,
+                                                             height=bundle.image_height)
+                                for p in chunk if not isinstance(p, str)]
+    crops = np.concatenate([p.crops for p in prepared]).astype(np.float32) / 255.0
+    texts, probs, seconds = {}, {}, {}
+    for precision in ("float32", "bfloat16"):
+        with quiet_tensorflow():
+            classifier = GlyphClassifier.from_bundle(bundle, precision=precision)
+            classifier.warm_up()
+        texts[precision] = [reading.text for reading, *_ in read_segments(prepared, classifier, bundle.lengths)]
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            probs[precision] = classifier.predict(crops)
+            times.append(time.perf_counter() - started)
+        seconds[precision] = statistics.median(times)
+    a, b = probs["float32"], probs["bfloat16"]
+    result = {
+        "model": bundle.name, "folder": str(folder), "images": len(prepared), "crops": len(crops),
+        "cpu_has_native_bfloat16": cpu_has_bf16(),
+        "readings_differing": sum(x != y for x, y in zip(texts["float32"], texts["bfloat16"], strict=True)),
+        "crops_top_class_differing": int((a.argmax(axis=1) != b.argmax(axis=1)).sum()),
+        "max_probability_difference": float(np.abs(a - b).max()),
+        "cnn_microseconds_per_crop": {k: round(v / len(crops) * 1e6, 2) for k, v in seconds.items()},
+        "cnn_speed_ratio_bfloat16_over_float32": round(seconds["float32"] / seconds["bfloat16"], 2),
+    }
+    ratio = result["cnn_speed_ratio_bfloat16_over_float32"]
+    print(f"{bundle.name}: {result['readings_differing']} of {len(prepared)} readings differ, "
+          f"{result['crops_top_class_differing']} of {len(crops)} crops change top class, largest probability "
+          f"difference {result['max_probability_difference']:.3f}; CNN {ratio}x the crops/s in bfloat16 "
+          f"(native bfloat16: {result['cpu_has_native_bfloat16']})", flush=True)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", help="bundle name or path (repeatable; default both shipped)")
+    args = parser.parse_args()
+    results = [measure(m) for m in (args.model or ["captcha_v2", "wp_rsc"])]
+    RESULTS.mkdir(exist_ok=True)
+    command = "python bench/precision.py " + " ".join(sys.argv[1:])
+    (RESULTS / "precision.json").write_text(json.dumps({"command": command.strip(), "bundles": results}, indent=1)
+                                            + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
