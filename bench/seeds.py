@@ -1,6 +1,6 @@
 """How much the segment route's figures move with the split and the training run.
 
-    python bench/seeds.py [--data ../shared/datasets/captcha_v2/train] [--seeds 3 4 5 6 7]
+    python bench/seeds.py [--data ../shared/datasets/captcha_v2/train] [--seeds 3 4 5 6 7] [-- TRAIN_ARGS]
 
 One validation split of a small data set (captcha_v2: 125 images) gives a figure that moves by
 several points with the split and the training run. This trains the glyph reader only
@@ -8,6 +8,8 @@ several points with the split and the training run. This trains the glyph reader
 folder, and collects each bundle's validation figures (measured on the seed's validation split,
 which training neither learns from nor chooses by). Seeds 0, 1 and 8-12 were used while
 developing; the default seeds 3-7 were not. Writes ``bench/results/seeds_<data set>.json``.
+Arguments after ``--`` go to every ``pipeline.train`` call (``-- --glyph-members 2``); the results
+then go to ``seeds_<data set>_<those arguments>.json``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "captcha_v2" / "train")
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 4, 5, 6, 7])
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     if not args.data.is_dir():
         raise SystemExit(f"no data folder {args.data}")
     name = args.data.parent.name if args.data.name == "train" else args.data.name
@@ -40,7 +44,7 @@ def main() -> int:
             started = time.perf_counter()
             proc = subprocess.run(
                 [sys.executable, "-m", "pipeline.train", str(args.data), "--out", str(out), "--seed", str(seed),
-                 "--reader", "glyph"], capture_output=True, text=True, cwd=ROOT,
+                 "--reader", "glyph", *extra], capture_output=True, text=True, cwd=ROOT,
             )
             if proc.returncode != 0:
                 raise SystemExit(f"training seed {seed} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -58,9 +62,10 @@ def main() -> int:
           f"(range {summary['accuracy']['min']:.2%}-{summary['accuracy']['max']:.2%}), glyph accuracy mean "
           f"{summary['glyph_accuracy']['mean']:.2%}")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"seeds_{name}.json").write_text(
-        json.dumps({"data": str(args.data), "command": "python bench/seeds.py " + " ".join(sys.argv[1:]),
-                    "runs": runs, "summary": summary}, indent=1) + "\n", encoding="utf-8")
+    tag = "".join(c if c.isalnum() else "_" for c in "_".join(a.lstrip("-") for a in extra))
+    (RESULTS / f"seeds_{name}{'_' + tag if tag else ''}.json").write_text(
+        json.dumps({"data": str(args.data), "command": "python bench/seeds.py " + " ".join(argv),
+                    "train_args": extra, "runs": runs, "summary": summary}, indent=1) + "\n", encoding="utf-8")
     return 0
 
 

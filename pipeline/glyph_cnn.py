@@ -26,7 +26,7 @@ BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 #: Builder arguments added after bundles were first written, with the values those bundles'
 #: networks had: a manifest without the key rebuilds the network its weights belong to.
-ADDED_LATER = {"convs": 1, "batch_norm": False}
+ADDED_LATER = {"convs": 1, "batch_norm": False, "members": 1}
 
 
 def build_glyph_cnn(
@@ -38,6 +38,7 @@ def build_glyph_cnn(
     batch_norm: bool = True,
     dense: int = 128,
     dropout: float = 0.3,
+    members: int = 1,
 ) -> keras.Model:
     """The glyph classifier: input float32 (B, size, size, 1), output softmax (B, n_classes + 1).
 
@@ -55,25 +56,35 @@ def build_glyph_cnn(
     import keras
     from keras import layers
 
-    inputs = keras.Input(shape=(size, size, 1), name="glyph")
-    x = inputs
+    if members < 1:
+        raise ValueError(f"members must be at least 1, got {members}")
     per_block = [convs] * len(filters) if isinstance(convs, int) else list(convs)
     if len(per_block) != len(filters):
         raise ValueError(f"convs has {len(per_block)} counts for {len(filters)} blocks")
-    for n, (width, count) in enumerate(zip(filters, per_block, strict=True)):
-        for k in range(count):
-            name = f"conv{n + 1}" + ("" if count == 1 else "abcdefgh"[k])
-            if batch_norm:
-                x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=name)(x)
-                x = layers.BatchNormalization(name=f"bn_{name}")(x)
-                x = layers.Activation("relu", name=f"relu_{name}")(x)
-            else:
-                x = layers.Conv2D(width, 3, padding="same", activation="relu", name=name)(x)
-        x = layers.MaxPooling2D(2, name=f"pool{n + 1}")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(dense, activation="relu", name="dense")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(n_classes + 1, activation="softmax", name="probs")(x)
+    inputs = keras.Input(shape=(size, size, 1), name="glyph")
+
+    def tower(prefix: str) -> keras.KerasTensor:
+        x = inputs
+        for n, (width, count) in enumerate(zip(filters, per_block, strict=True)):
+            for k in range(count):
+                base = f"conv{n + 1}" + ("" if count == 1 else "abcdefgh"[k])
+                name = prefix + base
+                if batch_norm:
+                    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=name)(x)
+                    x = layers.BatchNormalization(name=f"{prefix}bn_{base}")(x)
+                    x = layers.Activation("relu", name=f"{prefix}relu_{base}")(x)
+                else:
+                    x = layers.Conv2D(width, 3, padding="same", activation="relu", name=name)(x)
+            x = layers.MaxPooling2D(2, name=f"{prefix}pool{n + 1}")(x)
+        x = layers.Flatten(name=f"{prefix}flatten")(x)
+        x = layers.Dense(dense, activation="relu", name=f"{prefix}dense")(x)
+        x = layers.Dropout(dropout, name=f"{prefix}dropout")(x)
+        return layers.Dense(n_classes + 1, activation="softmax", name=f"{prefix}probs")(x)
+
+    if members == 1:
+        outputs = tower("")
+    else:
+        outputs = layers.Average(name="probs")([tower(f"m{k + 1}_") for k in range(members)])
     return keras.Model(inputs, outputs, name="glyph_cnn")
 
 
@@ -91,7 +102,8 @@ def fold_batch_norm(model: keras.Model, arch: dict[str, Any]) -> keras.Model:
             layer.set_weights(source.get_weights())
             continue
         (kernel,) = source.get_weights()
-        norm = model.get_layer(f"bn_{layer.name}")
+        prefix, _, base = layer.name.rpartition("_")  # "m2_conv3a": member 2's; "conv3a": the only one
+        norm = model.get_layer(f"{prefix}_bn_{base}" if prefix else f"bn_{base}")
         gamma, beta, mean, variance = norm.get_weights()
         scale = gamma / np.sqrt(variance + norm.epsilon)
         layer.set_weights([kernel * scale, beta - mean * scale])
@@ -128,7 +140,7 @@ def in_bfloat16(model: keras.Model) -> keras.Model:
 
     def clone(layer: keras.Layer) -> keras.Layer:
         config = layer.get_config()
-        if layer.name != "probs" and "dtype" in config:
+        if not layer.name.endswith("probs") and "dtype" in config:
             config["dtype"] = "mixed_bfloat16"
         return layer.__class__.from_config(config)
 

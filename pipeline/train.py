@@ -61,6 +61,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N labelled images")
     parser.add_argument("--glyph-epochs", type=int, default=40, help="epochs of the final glyph round")
     parser.add_argument("--align-rounds", type=int, default=3, help="glyph crop re-alignment rounds")
+    parser.add_argument("--glyph-members", type=int, default=1,
+                        help="glyph CNNs trained in the final round from different seeds and averaged "
+                             "(default %(default)s)")
     parser.add_argument("--ctc-epochs", type=int, default=None, help="default: the CTC trainer's own")
     parser.add_argument("--glyph-size", type=int, default=GlyphParams.size,
                         help="side of the glyph CNN's square input crops, pixels (default %(default)s)")
@@ -94,6 +97,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     started = time.perf_counter()
     if args.glyph_size < 8:
         raise ValueError(f"--glyph-size must be at least 8 pixels, got {args.glyph_size}")
+    if args.glyph_members < 1:
+        raise ValueError(f"--glyph-members must be at least 1, got {args.glyph_members}")
     for flag, value in (("--val-fraction", args.val_fraction), ("--select-fraction", args.select_fraction)):
         if not 0.0 < value < 1.0:
             raise ValueError(f"{flag} must be between 0 and 1 (exclusive), got {value}")
@@ -149,7 +154,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
 
         readers["glyph"] = train_glyph_reader(train_set, sel_set, charset=charset, lengths=lengths,
                                               out_dir=args.out, size=params.glyph.size, seed=args.seed,
-                                              max_epochs=args.glyph_epochs, align_rounds=args.align_rounds)
+                                              max_epochs=args.glyph_epochs, align_rounds=args.align_rounds,
+                                              architecture={"members": args.glyph_members})
         # Offer only the glyph widths the aligned training glyphs span (with a margin): fewer
         # candidate segments to classify, none a real glyph needs.
         spread = readers["glyph"]["training"]["relative_widths"]

@@ -152,6 +152,17 @@ def augment(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def ensemble_of(trained: Sequence[Any], arch: dict[str, Any]) -> Any:
+    """One network averaging single trained networks: ``build_glyph_cnn(members=len(trained))``
+    with member ``k``'s layers (``m<k>_`` names) holding network ``k``'s weights."""
+    model = build_glyph_cnn(**{**arch, "members": len(trained)})
+    for k, one in enumerate(trained):
+        for layer in one.layers:
+            if layer.weights:
+                model.get_layer(f"m{k + 1}_{layer.name}").set_weights(layer.get_weights())
+    return model
+
+
 def scorer_for(model: Any, charset: str) -> GlyphClassifier:
     """A model being trained, as the orchestrator's glyph reader."""
     return GlyphClassifier(model, charset, size=int(model.input_shape[1]))
@@ -230,9 +241,11 @@ def train_glyph_reader(
                 if v.default is not inspect.Parameter.empty}
     arch = {**defaults, "size": size, "n_classes": len(charset), **(architecture or {})}
     arch = {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
+    members = int(arch.get("members", 1))
+    single = {**arch, "members": 1}  # one network; the final round trains ``members`` of them
     crops0, classes0, used0, _ = training_crops(train[0], train[1], charset, seed=seed)
     log.info("bootstrap: %d crops from %d of %d images", len(crops0), used0, len(train[0]))
-    model0, _ = _fit(crops0, classes0, arch=arch, select=select, charset=charset, lengths=lengths,
+    model0, _ = _fit(crops0, classes0, arch=single, select=select, charset=charset, lengths=lengths,
                      epochs=bootstrap_epochs, seed=seed, batch_size=batch_size)
     model = model0
     for round_ in range(1, align_rounds + 1):
@@ -241,9 +254,19 @@ def train_glyph_reader(
         probs = np.split(flat, np.cumsum([len(p.crops) for p in train[0]])[:-1])
         crops, classes, used, widths = training_crops(train[0], train[1], charset, probs=probs, seed=seed + round_)
         log.info("alignment round %d: %d crops from %d of %d images", round_, len(crops), used, len(train[0]))
-        last = round_ == align_rounds
-        model, fit_info = _fit(crops, classes, arch=arch, select=select, charset=charset, lengths=lengths,
-                               epochs=max_epochs if last else align_epochs, seed=seed, batch_size=batch_size)
+        if round_ < align_rounds:
+            model, _ = _fit(crops, classes, arch=single, select=select, charset=charset, lengths=lengths,
+                            epochs=align_epochs, seed=seed, batch_size=batch_size)
+    # The final round: ``members`` networks on the last alignment's crops, each from its own seed
+    # (initial weights, augmentation, order), averaged by one model.
+    trained = []
+    for k in range(members):
+        if members > 1:
+            log.info("final round, network %d of %d", k + 1, members)
+        one, fit_info = _fit(crops, classes, arch=single, select=select, charset=charset, lengths=lengths,
+                             epochs=max_epochs, seed=seed + 1000 * k, batch_size=batch_size)
+        trained.append(one)
+    model = trained[0] if members == 1 else ensemble_of(trained, arch)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS
     model.save_weights(str(weights))

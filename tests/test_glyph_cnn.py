@@ -12,6 +12,7 @@ from pipeline.bundle import DEFAULT_MODEL, Bundle, load_bundle, sha256_file
 from pipeline.config import StageParams
 from pipeline.glyph_cnn import GlyphClassifier, build_glyph_cnn, cpu_has_bf16, resolve_precision
 from pipeline.recognize import read_segments
+from pipeline.train_glyph import ensemble_of
 from tests.conftest import ROOT
 
 
@@ -21,6 +22,18 @@ def _bundle(folder: Path, model, architecture: dict) -> Bundle:
     entry = {"weights": weights.name, "sha256": sha256_file(weights), "architecture": architecture}
     return Bundle(path=folder, manifest={"charset": "ab", "lengths": [2], "image_height": 20,
                                          "readers": {"glyph": entry}})
+
+
+def _trained_looking(model, seed: int):
+    """Batch-normalisation statistics away from their initial values, so that folding has something
+    to get wrong."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if layer.__class__.__name__ == "BatchNormalization":
+            n = layer.weights[0].shape[0]
+            layer.set_weights([rng.uniform(0.5, 2.0, n), rng.normal(0, 0.5, n), rng.normal(0, 0.5, n),
+                               rng.uniform(0.2, 3.0, n)])
+    return model
 
 
 def test_default_network_shapes_and_probabilities():
@@ -62,14 +75,7 @@ def test_a_manifest_from_before_batch_norm_rebuilds_its_own_network(tmp_path: Pa
 
 @pytest.mark.parametrize("convs", [2, [1, 2, 2]])  # as JSON manifests hold them
 def test_a_current_manifest_round_trips_and_reads_with_normalisation_folded(tmp_path: Path, convs):
-    model = build_glyph_cnn(size=16, n_classes=2, convs=convs)
-    # Trained-looking normalisation statistics, so that folding them has something to get wrong.
-    rng = np.random.default_rng(3)
-    for layer in model.layers:
-        if layer.__class__.__name__ == "BatchNormalization":
-            n = layer.weights[0].shape[0]
-            layer.set_weights([rng.uniform(0.5, 2.0, n), rng.normal(0, 0.5, n), rng.normal(0, 0.5, n),
-                               rng.uniform(0.2, 3.0, n)])
+    model = _trained_looking(build_glyph_cnn(size=16, n_classes=2, convs=convs), 3)
     architecture = {"size": 16, "n_classes": 2, "filters": [16, 32, 64], "convs": convs, "batch_norm": True,
                     "dense": 128, "dropout": 0.3}
     classifier = GlyphClassifier.from_bundle(_bundle(tmp_path, model, architecture))
@@ -77,6 +83,33 @@ def test_a_current_manifest_round_trips_and_reads_with_normalisation_folded(tmp_
     crops = np.random.default_rng(2).random((5, 16, 16), dtype=np.float32)
     np.testing.assert_allclose(classifier.predict(crops), np.asarray(model.predict_on_batch(crops[..., None])),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_members_average_their_networks_and_fold_like_one(tmp_path: Path):
+    """An ensemble is one model: member k's layers carry an ``m<k>_`` prefix and hold network k's
+    weights; its output is the mean of the members' probabilities, also after folding."""
+    architecture = {"size": 16, "n_classes": 2, "filters": [16, 32, 64], "convs": [1, 1, 2], "batch_norm": True,
+                    "dense": 128, "dropout": 0.3, "members": 2}
+    singles = [_trained_looking(build_glyph_cnn(**{**architecture, "members": 1}), seed) for seed in (4, 5)]
+    model = ensemble_of(singles, architecture)
+    names = [layer.name for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
+    assert sorted(names) == [f"m{k}_{c}" for k in (1, 2) for c in ("conv1", "conv2", "conv3a", "conv3b")]
+    crops = np.random.default_rng(6).random((5, 16, 16), dtype=np.float32)
+    each = [np.asarray(m.predict_on_batch(crops[..., None])) for m in singles]
+    assert np.abs(each[0] - each[1]).max() > 1e-3  # two different networks
+    mean = (each[0] + each[1]) / 2
+    np.testing.assert_allclose(np.asarray(model.predict_on_batch(crops[..., None])), mean, rtol=1e-5, atol=1e-6)
+    classifier = GlyphClassifier.from_bundle(_bundle(tmp_path, model, architecture))
+    assert not any(layer.__class__.__name__ == "BatchNormalization" for layer in classifier.model.layers)
+    np.testing.assert_allclose(classifier.predict(crops), mean, rtol=1e-5, atol=1e-6)
+    half = GlyphClassifier.from_bundle(_bundle(tmp_path, model, architecture), precision="bfloat16")
+    assert all(layer.compute_dtype == "float32" for layer in half.model.layers if layer.name.endswith("probs"))
+    np.testing.assert_allclose(half.predict(crops), mean, atol=0.05)
+
+
+def test_members_must_be_at_least_one():
+    with pytest.raises(ValueError, match="members must be at least 1"):
+        build_glyph_cnn(size=16, n_classes=2, members=0)
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -31,7 +31,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
         (folder / path.name).symlink_to(path.resolve())
     bundle_dir = tmp_path / "bundle"
     code = train_main([str(folder), "--out", str(bundle_dir), "--glyph-epochs", "2", "--align-rounds", "1",
-                       "--ctc-epochs", "1", "--seed", "3", "--glyph-size", "16"])
+                       "--ctc-epochs", "1", "--seed", "3", "--glyph-size", "16", "--glyph-members", "2"])
     assert code == 0
     bundle = load_bundle(bundle_dir)
     manifest = bundle.manifest
@@ -50,6 +50,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
         assert entry["selection"]["images"] == 5
     assert manifest["readers"]["glyph"]["architecture"]["n_classes"] == len(bundle.charset)
     assert manifest["readers"]["glyph"]["architecture"]["size"] == manifest["params"]["glyph"]["size"] == 16
+    assert manifest["readers"]["glyph"]["architecture"]["members"] == 2  # two networks, averaged by one model
     assert 0.0 <= manifest["routing"]["threshold"] <= 1.0 and manifest["routing"]["selection_images"] == 5
     json.dumps(manifest)
 
@@ -62,6 +63,8 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
 def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     assert train_main([str(tmp_path / "missing"), "--out", str(tmp_path / "b")]) == 3
     assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--glyph-size", "4"]) == 3
+    assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--glyph-members", "0"]) == 3
+    assert "--glyph-members must be at least 1" in caplog.text
     assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--select-fraction", "1.5"]) == 3
     assert "--select-fraction must be between 0 and 1" in caplog.text
     (tmp_path / "few").mkdir()
