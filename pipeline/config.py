@@ -55,6 +55,9 @@ class SegmentParams:
 class GlyphParams:
     size: int = 20  # glyph crops are size x size
     margin: int = 2  # empty pixels kept around the glyph inside the crop
+    #: A second crop channel with the image's grey levels in the same box (``glyphs.shade``): the
+    #: CNN sees what cleaning removed or joined. Off in bundles written before it existed.
+    shade: bool = False
 
 
 @dataclass(frozen=True)

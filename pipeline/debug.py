@@ -100,6 +100,7 @@ def _glyphs(trace: Trace) -> np.ndarray:
     """The chosen crops side by side, each with its predicted character and confidence below."""
     assert trace.path is not None and trace.segment is not None
     crops = trace.prepared.crops[trace.path.segment_ids]
+    crops = crops[..., 0] if crops.ndim == 4 else crops  # the mask channel
     size = crops.shape[-1]
     cell = size * 2
     out = np.full((cell + 26, cell * len(crops) + 2 * len(crops), 3), 255, np.uint8)

@@ -26,7 +26,7 @@ BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 #: Builder arguments added after bundles were first written, with the values those bundles'
 #: networks had: a manifest without the key rebuilds the network its weights belong to.
-ADDED_LATER = {"convs": 1, "batch_norm": False, "members": 1}
+ADDED_LATER = {"convs": 1, "batch_norm": False, "members": 1, "channels": 1}
 
 
 def build_glyph_cnn(
@@ -39,8 +39,9 @@ def build_glyph_cnn(
     dense: int = 128,
     dropout: float = 0.3,
     members: int = 1,
+    channels: int = 1,
 ) -> keras.Model:
-    """The glyph classifier: input float32 (B, size, size, 1), output softmax (B, n_classes + 1).
+    """The glyph classifier: input float32 (B, size, size, channels), output softmax (B, n_classes + 1).
 
     ``n_classes`` characters; the extra last output is the reject class. Block ``n`` is ``convs``
     (or ``convs[n]``, one count per block) 3x3 convolutions of ``filters[n]`` channels (each
@@ -61,7 +62,7 @@ def build_glyph_cnn(
     per_block = [convs] * len(filters) if isinstance(convs, int) else list(convs)
     if len(per_block) != len(filters):
         raise ValueError(f"convs has {len(per_block)} counts for {len(filters)} blocks")
-    inputs = keras.Input(shape=(size, size, 1), name="glyph")
+    inputs = keras.Input(shape=(size, size, channels), name="glyph")
 
     def tower(prefix: str) -> keras.KerasTensor:
         x = inputs
@@ -180,13 +181,14 @@ class GlyphClassifier:
         """Trace the model's predict function now (two batch sizes, so the trace Keras keeps
         takes any batch size), not on the first real batch."""
         for n in (1, 2):
-            self.predict(np.zeros((n, self.size, self.size), np.float32))
+            self.predict(np.zeros((n, *self.model.input_shape[1:]), np.float32))
 
     def predict(self, crops: np.ndarray, *, batch_size: int = 4096) -> np.ndarray:
         """Class probabilities of glyph crops.
 
         Args:
-            crops: float32 (N, size, size), as made by ``glyphs.crop_glyphs``.
+            crops: float32 (N, size, size), or (N, size, size, channels), as ``recognize.prepare``
+                makes them (scaled to [0, 1]).
 
         Returns:
             float32 (N, len(charset) + 1); the last column is the reject class.
@@ -194,7 +196,7 @@ class GlyphClassifier:
         n_out = len(self.charset) + 1
         if len(crops) == 0:
             return np.zeros((0, n_out), dtype=np.float32)
-        x = crops[..., None].astype(np.float32, copy=False)
+        x = (crops[..., None] if crops.ndim == 3 else crops).astype(np.float32, copy=False)
         # predict_on_batch runs Keras' compiled predict function: ~1.6x the crops/s of an eager
         # model(x) call on this CPU (bench: 33.6k vs 20.4k crops/s).
         parts = [np.asarray(self.model.predict_on_batch(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]

@@ -2,7 +2,8 @@
 
 A crop keeps its aspect ratio (a sliver cut off an "m" must not look like a whole "n"): the ink's
 bounding box inside the segment's columns is centred on a square canvas, then scaled to
-``size x size``.
+``size x size``. Crops are cut from the cleaned mask and, for bundles that ask for it, also from
+the grey image (:func:`shade`), as a second channel.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import numpy as np
 
 
 def crop_glyphs(
-    mask: np.ndarray, spans: np.ndarray, *, size: int = 20, margin: int = 2, rows: np.ndarray | None = None
+    mask: np.ndarray, spans: np.ndarray, *, size: int = 20, margin: int = 2, rows: np.ndarray | None = None,
+    source: np.ndarray | None = None,
 ) -> np.ndarray:
     """Crops of the ink between column pairs.
 
@@ -23,6 +25,8 @@ def crop_glyphs(
         margin: blank pixels kept around the ink, in output pixels.
         rows: int (S, 2), the ink rows [top, bottom) of each span when the caller has them already
             (``Lattice.rows``); measured here when None.
+        source: uint8 (H, W) to cut the boxes from instead of the mask (the boxes still come
+            from the mask's ink), e.g. :func:`shade`.
 
     Returns:
         uint8 (S, size, size), ink 255 on 0; an all-zero crop where the columns hold no ink.
@@ -32,7 +36,7 @@ def crop_glyphs(
         return out
     spans = np.asarray(spans, dtype=np.int64)
     h, w = mask.shape
-    ink = mask.astype(np.uint8) * 255
+    ink = mask.astype(np.uint8) * 255 if source is None else source
     inner = size - 2 * margin
     # Tighten every span to its ink columns at once: the first / last inked column inside it.
     inked = np.flatnonzero(mask.any(axis=0))
@@ -58,3 +62,23 @@ def crop_glyphs(
         top, left = (size - nh) // 2, (size - nw) // 2
         out[n, top : top + nh, left : left + nw] = cv2.resize(piece, (nw, nh), interpolation=cv2.INTER_AREA)
     return out
+
+
+def shade(gray: np.ndarray, binary: np.ndarray) -> np.ndarray:
+    """The grey image as ink-bright uint8 (H, W), whatever the scheme's colours: the median grey
+    level of the binarised ink goes to 255 and the background's to 0 (linear, clipped), so dark
+    text on light and light text on dark, faint and strong, give the CNN the same range.
+
+    Args:
+        gray: uint8 (H, W), the image the mask came from.
+        binary: bool (H, W), the binarised ink (before cleaning, so that the strike line and
+            specks count as ink when the levels are measured).
+    """
+    if not binary.any() or binary.all():
+        return np.zeros_like(gray)
+    ink = float(np.median(gray[binary]))
+    background = float(np.median(gray[~binary]))
+    if abs(ink - background) < 1.0:
+        return np.zeros_like(gray)
+    scaled = (gray.astype(np.float32) - background) * (255.0 / (ink - background))
+    return np.clip(scaled, 0.0, 255.0).astype(np.uint8)

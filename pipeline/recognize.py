@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.binarize import binarize
 from pipeline.clean import clean
 from pipeline.config import StageParams
-from pipeline.glyphs import crop_glyphs
+from pipeline.glyphs import crop_glyphs, shade
 from pipeline.line_input import prepare_line
 from pipeline.load import fit_height
 from pipeline.segment import Lattice, Path, best_path, propose
@@ -54,7 +54,7 @@ class Prepared:
     binary: np.ndarray  # bool (H, W)
     cleaned: np.ndarray  # bool (H, W)
     lattice: Lattice
-    crops: np.ndarray  # uint8 (S, size, size), one per lattice segment (ink 255)
+    crops: np.ndarray  # uint8 (S, size, size) one per lattice segment (ink 255); (S, size, size, 2) with shade
     ms: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     line_input: np.ndarray | None = None  # float32 (h, w), the CRNN's input, when asked for
 
@@ -126,6 +126,10 @@ def prepare(
     lap("segment")
     spans = lattice.cuts[lattice.segments] if len(lattice.segments) else np.zeros((0, 2), np.int64)
     crops = crop_glyphs(cleaned, spans, size=params.glyph.size, margin=params.glyph.margin, rows=lattice.rows)
+    if params.glyph.shade:
+        shaded = crop_glyphs(cleaned, spans, size=params.glyph.size, margin=params.glyph.margin, rows=lattice.rows,
+                             source=shade(scaled, binary))
+        crops = np.stack([crops, shaded], axis=-1)
     lap("glyphs")
     line_input = None
     if line_size is not None:
@@ -144,8 +148,8 @@ def read_segments(
     """
     counts = [len(p.crops) for p in batch]
     crops = [p.crops for p in batch if len(p.crops)]
-    size = batch[0].crops.shape[-1] if batch else 0
-    stacked = np.concatenate(crops) if crops else np.zeros((0, size, size), np.uint8)
+    shape = batch[0].crops.shape[1:] if batch else (0, 0)
+    stacked = np.concatenate(crops) if crops else np.zeros((0, *shape), np.uint8)
     probs = classifier.predict(stacked.astype(np.float32) / 255.0)
     reject = probs.shape[1] - 1
     results = []

@@ -67,6 +67,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ctc-epochs", type=int, default=None, help="default: the CTC trainer's own")
     parser.add_argument("--glyph-size", type=int, default=GlyphParams.size,
                         help="side of the glyph CNN's square input crops, pixels (default %(default)s)")
+    parser.add_argument("--glyph-shade", action=argparse.BooleanOptionalAction, default=True,
+                        help="give the glyph CNN the grey levels of each crop as a second channel "
+                             "(default: on)")
     parser.add_argument("--jobs", type=int, default=default_jobs())
     return parser.parse_args(argv)
 
@@ -118,7 +121,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     if not grays:
         raise ValueError(f"{args.folder}: none of the first images can be read")
     height = int(np.median([g.shape[0] for g in grays]))
-    params = scheme_params(grays, height, StageParams(glyph=GlyphParams(size=args.glyph_size)))
+    params = scheme_params(grays, height, StageParams(glyph=GlyphParams(size=args.glyph_size, shade=args.glyph_shade)))
     log.info("%d labelled images; charset %r; lengths %s; height %d px; %s", len(items), charset, lengths, height,
              "bold scheme: smoothing and thin-line removal on" if params.clean.thin_ratio > 0
              else "thin strokes: no smoothing, no thin-line removal")
@@ -155,7 +158,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         readers["glyph"] = train_glyph_reader(train_set, sel_set, charset=charset, lengths=lengths,
                                               out_dir=args.out, size=params.glyph.size, seed=args.seed,
                                               max_epochs=args.glyph_epochs, align_rounds=args.align_rounds,
-                                              architecture={"members": args.glyph_members})
+                                              architecture={"members": args.glyph_members,
+                                                            "channels": 2 if params.glyph.shade else 1})
         # Offer only the glyph widths the aligned training glyphs span (with a margin): fewer
         # candidate segments to classify, none a real glyph needs.
         spread = readers["glyph"]["training"]["relative_widths"]

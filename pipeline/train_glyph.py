@@ -72,7 +72,7 @@ def training_crops(
             seeds 0 and 1: segment route 89.6 -> 92.0 % and 89.6 -> 94.4 %.)
 
     Returns:
-        (crops uint8 (N, size, size), classes int (N,), images used, relative widths float (G,)).
+        (crops uint8 (N, size, size[, channels]), classes int (N,), images used, relative widths float (G,)).
         Class ``len(charset)`` is reject; a relative width is a chosen glyph's width over its
         image's text span / its label length.
     """
@@ -137,7 +137,8 @@ def training_crops(
 
 
 def augment(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random small affine jitter of uint8 (N, s, s) crops: rotation, scale, shift, shear."""
+    """Random small affine jitter of uint8 (N, s, s) or (N, s, s, channels) crops: rotation, scale,
+    shift, shear (the same for every channel of a crop)."""
     n, s = crops.shape[0], int(crops.shape[1])
     out = np.empty_like(crops)
     angle = np.asarray(rng.uniform(-8, 8, n))
@@ -200,7 +201,8 @@ def _fit(
         model.optimizer.learning_rate.assign(learning_rate * 0.5 * (1.0 + np.cos(np.pi * epoch / epochs)))
         # Large data sets: a fresh random subset each epoch keeps an epoch's cost bounded.
         pick = rng.permutation(len(crops))[:max_crops_per_epoch]
-        x = augment(crops[pick], rng).astype(np.float32)[..., None] / 255.0
+        x = augment(crops[pick], rng).astype(np.float32) / 255.0
+        x = x[..., None] if x.ndim == 3 else x
         fit = model.fit(x, classes[pick], batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
         whole, glyph = segment_accuracy(model, select[0], select[1], charset, lengths)
         loss = float(fit.history["loss"][-1])

@@ -107,6 +107,17 @@ def test_members_average_their_networks_and_fold_like_one(tmp_path: Path):
     np.testing.assert_allclose(half.predict(crops), mean, atol=0.05)
 
 
+def test_a_two_channel_network_reads_two_channel_crops(tmp_path: Path):
+    architecture = {"size": 16, "n_classes": 2, "filters": [16, 32, 64], "convs": [1, 1, 2], "batch_norm": True,
+                    "dense": 128, "dropout": 0.3, "channels": 2}
+    model = _trained_looking(build_glyph_cnn(**architecture), 7)
+    classifier = GlyphClassifier.from_bundle(_bundle(tmp_path, model, architecture))
+    classifier.warm_up()
+    crops = np.random.default_rng(8).random((5, 16, 16, 2), dtype=np.float32)
+    np.testing.assert_allclose(classifier.predict(crops), np.asarray(model.predict_on_batch(crops)),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_members_must_be_at_least_one():
     with pytest.raises(ValueError, match="members must be at least 1"):
         build_glyph_cnn(size=16, n_classes=2, members=0)

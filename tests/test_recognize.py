@@ -105,6 +105,17 @@ def test_unknown_mode():
         recognize([], mode="fast", lengths=(2,), classifier=None, line_reader=None, threshold=0.5)
 
 
+def test_shade_adds_a_second_channel_and_keeps_the_first():
+    params = StageParams()
+    shaded = StageParams.from_dict({**params.to_dict(), "glyph": {**params.to_dict()["glyph"], "shade": True}})
+    plain, both = (prepare(two_glyphs(), params=p, lengths=(2,), height=20) for p in (params, shaded))
+    assert plain.crops.ndim == 3 and both.crops.shape == (*plain.crops.shape, 2)
+    np.testing.assert_array_equal(both.crops[..., 0], plain.crops)
+    assert both.crops[..., 1].any()
+    traces = recognize([both], mode="segment", lengths=(2,), classifier=StubGlyphs(), line_reader=None, threshold=0.5)
+    assert traces[0].text == "aa"
+
+
 def test_crnn_inputs_made_with_the_stages_are_used():
     """With ``line_size`` the CRNN input is made in ``prepare`` (the workers) and read as is."""
     batch = [prepare(two_glyphs(blank=(i == 1)), params=StageParams(), lengths=(2,), height=20, line_size=(8, 24))

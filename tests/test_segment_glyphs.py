@@ -11,7 +11,7 @@ import pytest
 from pipeline.binarize import binarize
 from pipeline.clean import clean
 from pipeline.config import BinarizeParams, CleanParams, SegmentParams, StageParams
-from pipeline.glyphs import crop_glyphs
+from pipeline.glyphs import crop_glyphs, shade
 from pipeline.segment import best_path, on_some_path, propose
 
 
@@ -94,6 +94,38 @@ def test_crop_keeps_aspect_and_centres():
     rows = np.flatnonzero(crop[0].max(axis=1) > 127)
     assert rows[0] == 2 and rows[-1] == 17  # height fills the inner 16 px
     assert 3 <= len(cols) <= 5 and abs((cols[0] + cols[-1]) / 2 - 9.5) <= 1  # width kept, centred
+
+
+def test_a_source_image_is_cut_in_the_masks_boxes():
+    mask = np.zeros((20, 40), bool)
+    mask[2:18, 10:14] = True
+    source = np.full((20, 40), 7, np.uint8)
+    source[:, 12:] = 200  # only the box's columns 10-13 are taken: 7, 7, 200, 200
+    crop = crop_glyphs(mask, np.array([[5, 20]]), size=20, margin=2, source=source)
+    inner = crop[0][2:18]
+    assert inner.max() >= 190 and 0 < inner[inner > 0].min() <= 20  # both levels, same box as the mask's
+    assert (crop[0] > 0).sum() == (crop_glyphs(mask, np.array([[5, 20]]), size=20, margin=2)[0] > 0).sum()
+
+
+@pytest.mark.parametrize(("ink", "background"), [(30, 220), (220, 30), (120, 160)])
+def test_shade_makes_ink_bright_and_background_dark_whatever_the_colours(ink: int, background: int):
+    gray = np.full((10, 20), background, np.uint8)
+    gray[3:7, 5:15] = ink
+    gray[3, 5] = (ink + background) // 2  # an edge pixel in between
+    binary = gray == ink
+    out = shade(gray, binary)
+    assert out.dtype == np.uint8 and out.shape == gray.shape
+    assert out[4, 8] == 255 and out[0, 0] == 0
+    assert 100 <= out[3, 5] <= 155
+
+
+def test_shade_without_contrast_is_blank():
+    gray = np.full((6, 6), 90, np.uint8)
+    assert not shade(gray, np.zeros((6, 6), bool)).any()
+    assert not shade(gray, np.ones((6, 6), bool)).any()
+    binary = np.zeros((6, 6), bool)
+    binary[2, 2] = True
+    assert not shade(gray, binary).any()  # "ink" as grey as its background
 
 
 def test_empty_crop_is_zero():
