@@ -51,6 +51,8 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     assert manifest["readers"]["glyph"]["architecture"]["n_classes"] == len(bundle.charset)
     assert manifest["readers"]["glyph"]["architecture"]["size"] == manifest["params"]["glyph"]["size"] == 16
     assert manifest["readers"]["glyph"]["architecture"]["members"] == 2  # two networks, averaged by one model
+    assert manifest["params"]["glyph"]["shade"] is True  # grey levels beside the mask: two input channels
+    assert manifest["readers"]["glyph"]["architecture"]["channels"] == 2
     assert 0.0 <= manifest["routing"]["threshold"] <= 1.0 and manifest["routing"]["selection_images"] == 5
     json.dumps(manifest)
 
@@ -98,9 +100,12 @@ def test_train_and_run_a_variable_length_transparent_scheme(tmp_path: Path):
     _synthetic_scheme(folder, 48)
     bundle_dir = tmp_path / "bundle"
     assert train_main([str(folder), "--out", str(bundle_dir), "--glyph-epochs", "2", "--align-rounds", "1",
-                       "--ctc-epochs", "1", "--seed", "1"]) == 0
+                       "--ctc-epochs", "1", "--seed", "1", "--no-glyph-shade"]) == 0
     bundle = load_bundle(bundle_dir)
     assert set(bundle.lengths) == {3, 4, 5}
+    # Mask-only crops, as every bundle before grey levels: one input channel.
+    assert bundle.manifest["params"]["glyph"]["shade"] is False
+    assert bundle.manifest["readers"]["glyph"]["architecture"]["channels"] == 1
     assert bundle.manifest["image_height"] == 40
     # Reading prunes the lattice to complete paths; the bundle records that reading setting.
     assert bundle.manifest["params"]["segment"]["complete_paths_only"] is True
