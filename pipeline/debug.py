@@ -97,20 +97,22 @@ def _split(gray: np.ndarray, trace: Trace) -> np.ndarray:
 
 
 def _glyphs(trace: Trace) -> np.ndarray:
-    """The chosen crops side by side, each with its predicted character and confidence below."""
+    """The chosen crops side by side, each with its predicted character and confidence below; a
+    crop of several channels (mask, grey levels) shows them one above the other, as the CNN got them."""
     assert trace.path is not None and trace.segment is not None
     crops = trace.prepared.crops[trace.path.segment_ids]
-    crops = crops[..., 0] if crops.ndim == 4 else crops  # the mask channel
-    size = crops.shape[-1]
+    crops = crops if crops.ndim == 4 else crops[..., None]  # (N, size, size, channels)
+    size, channels = crops.shape[1], crops.shape[3]
     cell = size * 2
-    out = np.full((cell + 26, cell * len(crops) + 2 * len(crops), 3), 255, np.uint8)
+    out = np.full((cell * channels + 26, cell * len(crops) + 2 * len(crops), 3), 255, np.uint8)
     for n, crop in enumerate(crops):
         x = n * (cell + 2)
-        tile = cv2.resize(255 - crop, (cell, cell), interpolation=cv2.INTER_NEAREST)
-        out[:cell, x : x + cell] = tile[..., None]
+        for c in range(channels):
+            tile = cv2.resize(255 - crop[..., c], (cell, cell), interpolation=cv2.INTER_NEAREST)
+            out[c * cell : (c + 1) * cell, x : x + cell] = tile[..., None]
         char = trace.segment.text[n] if n < len(trace.segment.text) else "?"
         conf = trace.segment.char_conf[n] if n < len(trace.segment.char_conf) else 0.0
-        _text(out, f"{_ascii(char)} {conf:.2f}", (x + 2, cell + 16), GREEN if conf >= 0.5 else RED)
+        _text(out, f"{_ascii(char)} {conf:.2f}", (x + 2, cell * channels + 16), GREEN if conf >= 0.5 else RED)
     return out
 
 
