@@ -151,12 +151,12 @@ def in_bfloat16(model: keras.Model) -> keras.Model:
 
 
 class GlyphClassifier:
-    """A trained glyph CNN and its character set; :meth:`predict` is one batched call."""
+    """A trained glyph CNN and its character set; :meth:`predict` is one batched call. The crop
+    size and channels are the model's input shape."""
 
-    def __init__(self, model: keras.Model, charset: str, *, size: int, precision: str = "float32") -> None:
+    def __init__(self, model: keras.Model, charset: str, *, precision: str = "float32") -> None:
         self.model = model
         self.charset = charset
-        self.size = size
         self.precision = precision
 
     @classmethod
@@ -175,7 +175,7 @@ class GlyphClassifier:
             model = fold_batch_norm(model, arch)
         if precision == "bfloat16":
             model = in_bfloat16(model)
-        return cls(model, bundle.charset, size=int(arch["size"]), precision=precision)
+        return cls(model, bundle.charset, precision=precision)
 
     def warm_up(self) -> None:
         """Trace the model's predict function now (two batch sizes, so the trace Keras keeps

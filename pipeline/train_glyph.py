@@ -166,7 +166,7 @@ def ensemble_of(trained: Sequence[Any], arch: dict[str, Any]) -> Any:
 
 def scorer_for(model: Any, charset: str) -> GlyphClassifier:
     """A model being trained, as the orchestrator's glyph reader."""
-    return GlyphClassifier(model, charset, size=int(model.input_shape[1]))
+    return GlyphClassifier(model, charset)
 
 
 def segment_accuracy(
@@ -261,14 +261,17 @@ def train_glyph_reader(
                             epochs=align_epochs, seed=seed, batch_size=batch_size)
     # The final round: ``members`` networks on the last alignment's crops, each from its own seed
     # (initial weights, augmentation, order), averaged by one model.
-    trained = []
+    trained, infos = [], []
     for k in range(members):
         if members > 1:
             log.info("final round, network %d of %d", k + 1, members)
-        one, fit_info = _fit(crops, classes, arch=single, select=select, charset=charset, lengths=lengths,
-                             epochs=max_epochs, seed=seed + 1000 * k, batch_size=batch_size)
+        one, info = _fit(crops, classes, arch=single, select=select, charset=charset, lengths=lengths,
+                         epochs=max_epochs, seed=seed + 1000 * k, batch_size=batch_size)
         trained.append(one)
+        infos.append(info)
     model = trained[0] if members == 1 else ensemble_of(trained, arch)
+    # Every member's per-epoch log, not only the last one's.
+    fit_info = infos[0] if members == 1 else {"epochs_run": infos[0]["epochs_run"], "members": infos}
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS
     model.save_weights(str(weights))

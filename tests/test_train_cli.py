@@ -51,6 +51,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     assert manifest["readers"]["glyph"]["architecture"]["n_classes"] == len(bundle.charset)
     assert manifest["readers"]["glyph"]["architecture"]["size"] == manifest["params"]["glyph"]["size"] == 16
     assert manifest["readers"]["glyph"]["architecture"]["members"] == 2  # two networks, averaged by one model
+    assert [len(m["history"]) for m in manifest["readers"]["glyph"]["training"]["members"]] == [2, 2]  # each one's log
     assert manifest["params"]["glyph"]["shade"] is True  # grey levels beside the mask: two input channels
     assert manifest["readers"]["glyph"]["architecture"]["channels"] == 2
     assert 0.0 <= manifest["routing"]["threshold"] <= 1.0 and manifest["routing"]["selection_images"] == 5
