@@ -135,8 +135,8 @@ def in_bfloat16(model: keras.Model) -> keras.Model:
     """The same network computing in bfloat16 (weights kept in float32, Keras' ``mixed_bfloat16``
     policy), except the softmax layer, which stays in float32 so that the probabilities the
     segmentation judge multiplies keep their precision. ``bench/precision.py`` measures, on every
-    image of both shipped bundles' training folders, the readings that differ from float32 (1 of
-    8,759) and the speed ratio; ``tests/test_glyph_cnn.py`` checks the sample images."""
+    image of both shipped bundles' training folders, the readings that differ from float32 and
+    the speed ratio (``bench/results/precision.json``); ``tests/test_glyph_cnn.py`` checks the sample images."""
     import keras
 
     def clone(layer: keras.Layer) -> keras.Layer:

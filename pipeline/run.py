@@ -74,7 +74,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "(default: the bundle's, chosen on its validation split)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="glyph CNN arithmetic: auto (default) is bfloat16 where the CPU has it natively "
-                        "(same readings, faster), else float32")
+                        "(faster; rarely a different reading, see bench/results/precision.json), else float32")
     parser.add_argument("--jobs", type=int, default=default_jobs(), help="worker processes for the image stages")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar, warnings only")
     return parser.parse_args(argv)
