@@ -70,6 +70,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--glyph-shade", action=argparse.BooleanOptionalAction, default=True,
                         help="give the glyph CNN the grey levels of each crop as a second channel "
                              "(default: on)")
+    parser.add_argument("--glyph-label-smoothing", type=float, default=0.0,
+                        help="label smoothing of the glyph CNN's targets, 0 to below 1 (default %(default)s)")
     parser.add_argument("--jobs", type=int, default=default_jobs())
     return parser.parse_args(argv)
 
@@ -102,6 +104,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         raise ValueError(f"--glyph-size must be at least 8 pixels, got {args.glyph_size}")
     if args.glyph_members < 1:
         raise ValueError(f"--glyph-members must be at least 1, got {args.glyph_members}")
+    if not 0.0 <= args.glyph_label_smoothing < 1.0:
+        raise ValueError(f"--glyph-label-smoothing must be at least 0 and below 1, got {args.glyph_label_smoothing}")
     for flag, value in (("--val-fraction", args.val_fraction), ("--select-fraction", args.select_fraction)):
         if not 0.0 < value < 1.0:
             raise ValueError(f"{flag} must be between 0 and 1 (exclusive), got {value}")
@@ -158,6 +162,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         readers["glyph"] = train_glyph_reader(train_set, sel_set, charset=charset, lengths=lengths,
                                               out_dir=args.out, size=params.glyph.size, seed=args.seed,
                                               max_epochs=args.glyph_epochs, align_rounds=args.align_rounds,
+                                              label_smoothing=args.glyph_label_smoothing,
                                               architecture={"members": args.glyph_members,
                                                             "channels": 2 if params.glyph.shade else 1})
         # Offer only the glyph widths the aligned training glyphs span (with a margin): fewer

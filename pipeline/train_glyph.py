@@ -186,14 +186,17 @@ def segment_accuracy(
 def _fit(
     crops: np.ndarray, classes: np.ndarray, *, arch: dict[str, Any], select: tuple[Sequence[Prepared], Sequence[str]],
     charset: str, lengths: tuple[int, ...], epochs: int, seed: int, batch_size: int,
-    learning_rate: float = 2e-3, max_crops_per_epoch: int = 20_000,
+    learning_rate: float = 2e-3, max_crops_per_epoch: int = 20_000, label_smoothing: float = 0.0,
 ) -> tuple[Any, dict[str, Any]]:
     import keras
 
     keras.utils.set_random_seed(seed)
     model = build_glyph_cnn(**arch)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    # Label smoothing needs one-hot targets; without it the sparse loss is kept (same weights as before).
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing) if label_smoothing
+            else "sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+    n_outputs = int(arch["n_classes"]) + 1
     rng = np.random.default_rng(seed)
     history = []
     for epoch in range(epochs):
@@ -203,7 +206,8 @@ def _fit(
         pick = rng.permutation(len(crops))[:max_crops_per_epoch]
         x = augment(crops[pick], rng).astype(np.float32) / 255.0
         x = x[..., None] if x.ndim == 3 else x
-        fit = model.fit(x, classes[pick], batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
+        y = np.eye(n_outputs, dtype=np.float32)[classes[pick]] if label_smoothing else classes[pick]
+        fit = model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
         whole, glyph = segment_accuracy(model, select[0], select[1], charset, lengths)
         loss = float(fit.history["loss"][-1])
         history.append({"epoch": epoch + 1, "loss": round(loss, 4), "selection_accuracy": whole,
@@ -227,15 +231,19 @@ def train_glyph_reader(
     align_epochs: int = 10,
     max_epochs: int = 40,
     batch_size: int = 128,
+    label_smoothing: float = 0.0,
 ) -> dict[str, Any]:
     """Train the glyph CNN (bootstrap, then ``align_rounds`` rounds of alignment, each realigning
     the crops with the previous round's model); write its weights; return its manifest entry.
 
     ``select``: held-out labelled images whose segment-route accuracy is logged every epoch (they
-    choose nothing here; see the module docstring). The caller measures the saved reader's figures
-    under the bundle's final stage parameters."""
+    choose nothing here; see the module docstring). ``label_smoothing``: share of each target's
+    probability spread over the other classes, in every round (0: plain one-hot targets). The
+    caller measures the saved reader's figures under the bundle's final stage parameters."""
     if align_rounds < 1:
         raise ValueError("align_rounds must be at least 1")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label smoothing must be at least 0 and below 1, got {label_smoothing}")
     started = time.perf_counter()
     # The full architecture goes into the manifest, defaults included: a bundle must rebuild the
     # same network even after build_glyph_cnn's defaults change.
@@ -248,7 +256,7 @@ def train_glyph_reader(
     crops0, classes0, used0, _ = training_crops(train[0], train[1], charset, seed=seed)
     log.info("bootstrap: %d crops from %d of %d images", len(crops0), used0, len(train[0]))
     model0, _ = _fit(crops0, classes0, arch=single, select=select, charset=charset, lengths=lengths,
-                     epochs=bootstrap_epochs, seed=seed, batch_size=batch_size)
+                     epochs=bootstrap_epochs, seed=seed, batch_size=batch_size, label_smoothing=label_smoothing)
     model = model0
     for round_ in range(1, align_rounds + 1):
         scorer = scorer_for(model, charset)
@@ -258,7 +266,7 @@ def train_glyph_reader(
         log.info("alignment round %d: %d crops from %d of %d images", round_, len(crops), used, len(train[0]))
         if round_ < align_rounds:
             model, _ = _fit(crops, classes, arch=single, select=select, charset=charset, lengths=lengths,
-                            epochs=align_epochs, seed=seed, batch_size=batch_size)
+                            epochs=align_epochs, seed=seed, batch_size=batch_size, label_smoothing=label_smoothing)
     # The final round: ``members`` networks on the last alignment's crops, each from its own seed
     # (initial weights, augmentation, order), averaged by one model.
     trained, infos = [], []
@@ -266,7 +274,8 @@ def train_glyph_reader(
         if members > 1:
             log.info("final round, network %d of %d", k + 1, members)
         one, info = _fit(crops, classes, arch=single, select=select, charset=charset, lengths=lengths,
-                         epochs=max_epochs, seed=seed + 1000 * k, batch_size=batch_size)
+                         epochs=max_epochs, seed=seed + 1000 * k, batch_size=batch_size,
+                         label_smoothing=label_smoothing)
         trained.append(one)
         infos.append(info)
     model = trained[0] if members == 1 else ensemble_of(trained, arch)
@@ -282,7 +291,8 @@ def train_glyph_reader(
         "classes": charset + "\u2400",  # the last class is "reject" (not one whole glyph)
         "training": {
             "images": len(train[0]), "images_used": used, "crops": int(len(crops)),
-            "reject_crops": int((classes == len(charset)).sum()), "seconds": round(time.perf_counter() - started, 1),
+            "reject_crops": int((classes == len(charset)).sum()), "label_smoothing": label_smoothing,
+            "seconds": round(time.perf_counter() - started, 1),
             # Aligned glyph widths over (text span / length): what the lattice needs to offer.
             "relative_widths": {f"p{q:g}": round(float(np.percentile(widths, q)), 3) for q in (0.5, 5, 50, 95, 99.5)},
             **fit_info,

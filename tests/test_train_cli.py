@@ -31,7 +31,8 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
         (folder / path.name).symlink_to(path.resolve())
     bundle_dir = tmp_path / "bundle"
     code = train_main([str(folder), "--out", str(bundle_dir), "--glyph-epochs", "2", "--align-rounds", "1",
-                       "--ctc-epochs", "1", "--seed", "3", "--glyph-size", "16", "--glyph-members", "2"])
+                       "--ctc-epochs", "1", "--seed", "3", "--glyph-size", "16", "--glyph-members", "2",
+                       "--glyph-label-smoothing", "0.1"])
     assert code == 0
     bundle = load_bundle(bundle_dir)
     manifest = bundle.manifest
@@ -52,6 +53,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     assert manifest["readers"]["glyph"]["architecture"]["size"] == manifest["params"]["glyph"]["size"] == 16
     assert manifest["readers"]["glyph"]["architecture"]["members"] == 2  # two networks, averaged by one model
     assert [len(m["history"]) for m in manifest["readers"]["glyph"]["training"]["members"]] == [2, 2]  # each one's log
+    assert manifest["readers"]["glyph"]["training"]["label_smoothing"] == 0.1
     assert manifest["params"]["glyph"]["shade"] is True  # grey levels beside the mask: two input channels
     assert manifest["readers"]["glyph"]["architecture"]["channels"] == 2
     assert 0.0 <= manifest["routing"]["threshold"] <= 1.0 and manifest["routing"]["selection_images"] == 5
@@ -68,6 +70,8 @@ def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.Lo
     assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--glyph-size", "4"]) == 3
     assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--glyph-members", "0"]) == 3
     assert "--glyph-members must be at least 1" in caplog.text
+    assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--glyph-label-smoothing", "1"]) == 3
+    assert "--glyph-label-smoothing must be at least 0 and below 1" in caplog.text
     assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--select-fraction", "1.5"]) == 3
     assert "--select-fraction must be between 0 and 1" in caplog.text
     (tmp_path / "few").mkdir()

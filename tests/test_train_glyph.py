@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipeline.glyphs import crop_glyphs
 from pipeline.recognize import Prepared
 from pipeline.segment import Lattice
-from pipeline.train_glyph import training_crops
+from pipeline.train_glyph import _fit, training_crops
 
 
 def _three_touching_glyphs() -> Prepared:
@@ -43,3 +44,17 @@ def test_no_near_copies_when_switched_off():
     prep = _three_touching_glyphs()
     _, classes, _, _ = training_crops([prep], ["abc"], "abc", near_per_glyph=0.0, seed=0)
     assert sorted(c for c in classes.tolist() if c != 3) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(("smoothing", "low", "high"), [(0.0, 0.0, 0.5), (0.5, 0.8, 5.0)])
+def test_label_smoothing_sets_a_floor_under_the_loss(smoothing: float, low: float, high: float):
+    """Two easy classes plus reject (3 outputs): plain targets are learnt to a small loss; with
+    smoothing 0.5 each target is (2/3, 1/6, 1/6), whose entropy (0.87) no network can go under."""
+    crops = np.zeros((256, 12, 12), np.uint8)
+    crops[::2, 2:10, 5:7] = 255  # class 0: a bar
+    crops[1::2, 5:7, 2:10] = 255  # class 1: a dash
+    classes = np.arange(256) % 2
+    arch = {"size": 12, "n_classes": 2, "filters": [8], "convs": 1, "dense": 16, "dropout": 0.0}
+    _, info = _fit(crops, classes, arch=arch, select=([], []), charset="ab", lengths=(1,), epochs=4, seed=0,
+                   batch_size=32, label_smoothing=smoothing)
+    assert low <= info["history"][-1]["loss"] <= high
