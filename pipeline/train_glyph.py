@@ -237,8 +237,8 @@ def train_glyph_reader(
     the crops with the previous round's model); write its weights; return its manifest entry.
 
     ``select``: held-out labelled images whose segment-route accuracy is logged every epoch (they
-    choose nothing here; see the module docstring). ``label_smoothing``: share of each target's
-    probability spread over the other classes, in every round (0: plain one-hot targets). The
+    choose nothing here; see the module docstring). ``label_smoothing``: in every round, the share of each
+    target's weight spread evenly over all outputs (Keras' ``label_smoothing``; 0: plain targets). The
     caller measures the saved reader's figures under the bundle's final stage parameters."""
     if align_rounds < 1:
         raise ValueError("align_rounds must be at least 1")
