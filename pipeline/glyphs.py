@@ -3,7 +3,8 @@
 A crop keeps its aspect ratio (a sliver cut off an "m" must not look like a whole "n"): the ink's
 bounding box inside the segment's columns is centred on a square canvas, then scaled to
 ``size x size``. Crops are cut from the cleaned mask and, for bundles that ask for it, also from
-the grey image (:func:`shade`), as a second channel.
+the grey image (:func:`shade`), as a second channel, and carry a constant channel that marks where
+in the text a crop stands (:func:`mark_plane`).
 """
 
 from __future__ import annotations
@@ -82,3 +83,13 @@ def shade(gray: np.ndarray, binary: np.ndarray) -> np.ndarray:
         return np.zeros_like(gray)
     scaled = (gray.astype(np.float32) - background) * (255.0 / (ink - background))
     return np.clip(scaled, 0.0, 255.0).astype(np.uint8)
+
+
+def mark_plane(flags: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (S, size, size): all 255 for the segments whose flag is set, all 0 for the others.
+
+    A constant crop channel that tells the CNN a fact about the segment that its pixels cannot
+    show, e.g. ``Lattice.opening`` (the segment begins the text, where a strike line may start).
+    """
+    flags = np.asarray(flags, dtype=bool)
+    return np.broadcast_to(np.where(flags, 255, 0).astype(np.uint8)[:, None, None], (len(flags), size, size)).copy()

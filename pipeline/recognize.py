@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.binarize import binarize
 from pipeline.clean import clean
 from pipeline.config import StageParams
-from pipeline.glyphs import crop_glyphs, shade
+from pipeline.glyphs import crop_glyphs, mark_plane, shade
 from pipeline.line_input import prepare_line
 from pipeline.load import fit_height
 from pipeline.segment import Lattice, Path, best_path, propose
@@ -54,7 +54,9 @@ class Prepared:
     binary: np.ndarray  # bool (H, W)
     cleaned: np.ndarray  # bool (H, W)
     lattice: Lattice
-    crops: np.ndarray  # uint8 (S, size, size) one per lattice segment (ink 255); (S, size, size, 2) with shade
+    #: uint8 one per lattice segment: (S, size, size) of ink 255, or (S, size, size, channels) with
+    #: the grey levels and / or the first-glyph mark (``GlyphParams``) after the mask
+    crops: np.ndarray
     ms: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     line_input: np.ndarray | None = None  # float32 (h, w), the CRNN's input, when asked for
 
@@ -125,11 +127,14 @@ def prepare(
     lattice = propose(cleaned, lengths=lengths, **vars(params.segment))
     lap("segment")
     spans = lattice.cuts[lattice.segments] if len(lattice.segments) else np.zeros((0, 2), np.int64)
-    crops = crop_glyphs(cleaned, spans, size=params.glyph.size, margin=params.glyph.margin, rows=lattice.rows)
+    size = params.glyph.size
+    channels = [crop_glyphs(cleaned, spans, size=size, margin=params.glyph.margin, rows=lattice.rows)]
     if params.glyph.shade:
-        shaded = crop_glyphs(cleaned, spans, size=params.glyph.size, margin=params.glyph.margin, rows=lattice.rows,
-                             source=shade(scaled, binary))
-        crops = np.stack([crops, shaded], axis=-1)
+        channels.append(crop_glyphs(cleaned, spans, size=size, margin=params.glyph.margin, rows=lattice.rows,
+                                    source=shade(scaled, binary)))
+    if params.glyph.first_mark:
+        channels.append(mark_plane(lattice.opening, size))
+    crops = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
     lap("glyphs")
     line_input = None
     if line_size is not None:

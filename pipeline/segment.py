@@ -43,6 +43,13 @@ class Lattice:
     ends: tuple[int, ...] = (-1,)  # cut indices a path may end at, ascending (-1: the last cut)
 
     @property
+    def opening(self) -> np.ndarray:
+        """bool (S,): the segments that start at a start cut, i.e. that begin the text."""
+        if not len(self.cuts):
+            return np.zeros(len(self.segments), dtype=bool)
+        return np.isin(self.segments[:, 0], [s % len(self.cuts) for s in self.starts])
+
+    @property
     def span(self) -> tuple[int, int]:
         """Columns [x0, x1) of the text without line tails (the innermost start and end)."""
         if not len(self.cuts):

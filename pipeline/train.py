@@ -70,6 +70,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--glyph-shade", action=argparse.BooleanOptionalAction, default=True,
                         help="give the glyph CNN the grey levels of each crop as a second channel "
                              "(default: on)")
+    parser.add_argument("--glyph-first-mark", action=argparse.BooleanOptionalAction, default=True,
+                        help="give the glyph CNN one more channel marking the crops that begin the text "
+                             "(default: on)")
     parser.add_argument("--glyph-label-smoothing", type=float, default=0.0,
                         help="label smoothing of the glyph CNN's targets, 0 to below 1 (default %(default)s)")
     parser.add_argument("--jobs", type=int, default=default_jobs())
@@ -125,7 +128,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     if not grays:
         raise ValueError(f"{args.folder}: none of the first images can be read")
     height = int(np.median([g.shape[0] for g in grays]))
-    params = scheme_params(grays, height, StageParams(glyph=GlyphParams(size=args.glyph_size, shade=args.glyph_shade)))
+    params = scheme_params(grays, height, StageParams(glyph=GlyphParams(size=args.glyph_size, shade=args.glyph_shade,
+                                                                       first_mark=args.glyph_first_mark)))
     log.info("%d labelled images; charset %r; lengths %s; height %d px; %s", len(items), charset, lengths, height,
              "bold scheme: smoothing and thin-line removal on" if params.clean.thin_ratio > 0
              else "thin strokes: no smoothing, no thin-line removal")
@@ -159,12 +163,12 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     if args.reader in ("glyph", "both"):
         from pipeline.train_glyph import train_glyph_reader
 
+        channels = 1 + params.glyph.shade + params.glyph.first_mark  # mask, grey levels, first-glyph mark
         readers["glyph"] = train_glyph_reader(train_set, sel_set, charset=charset, lengths=lengths,
                                               out_dir=args.out, size=params.glyph.size, seed=args.seed,
                                               max_epochs=args.glyph_epochs, align_rounds=args.align_rounds,
                                               label_smoothing=args.glyph_label_smoothing,
-                                              architecture={"members": args.glyph_members,
-                                                            "channels": 2 if params.glyph.shade else 1})
+                                              architecture={"members": args.glyph_members, "channels": channels})
         # Offer only the glyph widths the aligned training glyphs span (with a margin): fewer
         # candidate segments to classify, none a real glyph needs.
         spread = readers["glyph"]["training"]["relative_widths"]

@@ -116,6 +116,21 @@ def test_shade_adds_a_second_channel_and_keeps_the_first():
     assert traces[0].text == "aa"
 
 
+def test_first_mark_adds_a_channel_set_exactly_on_the_opening_segments():
+    params = StageParams()
+    glyph = params.to_dict()["glyph"]
+    both = StageParams.from_dict({**params.to_dict(), "glyph": {**glyph, "shade": True}})
+    marked = StageParams.from_dict({**params.to_dict(), "glyph": {**glyph, "shade": True, "first_mark": True}})
+    plain, three = (prepare(two_glyphs(), params=p, lengths=(2,), height=20) for p in (both, marked))
+    assert three.crops.shape == (*plain.crops.shape[:3], 3)
+    np.testing.assert_array_equal(three.crops[..., :2], plain.crops)  # mask and grey levels unchanged
+    opening = three.lattice.opening
+    assert opening.any() and not opening.all()
+    assert (three.crops[opening, ..., 2] == 255).all() and not three.crops[~opening, ..., 2].any()
+    traces = recognize([three], mode="segment", lengths=(2,), classifier=StubGlyphs(), line_reader=None, threshold=0.5)
+    assert traces[0].text == "aa"
+
+
 def test_crnn_inputs_made_with_the_stages_are_used():
     """With ``line_size`` the CRNN input is made in ``prepare`` (the workers) and read as is."""
     batch = [prepare(two_glyphs(blank=(i == 1)), params=StageParams(), lengths=(2,), height=20, line_size=(8, 24))

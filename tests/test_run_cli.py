@@ -121,7 +121,8 @@ def test_debug_images_for_every_stage(tmp_path: Path):
             assert image.size[1] == load_bundle("captcha_v2").image_height
         glyph = load_bundle("captcha_v2").manifest["params"]["glyph"]
         with Image.open(out / "debug" / stem / "06_glyphs.png") as image:  # each crop's channels, twice size
-            assert image.size[1] == (2 if glyph["shade"] else 1) * 2 * glyph["size"] + 26
+            channels = 1 + bool(glyph["shade"]) + bool(glyph.get("first_mark"))
+            assert image.size[1] == channels * 2 * glyph["size"] + 26
 
 
 def png_bytes(array: np.ndarray) -> bytes:

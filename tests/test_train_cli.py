@@ -54,8 +54,9 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     assert manifest["readers"]["glyph"]["architecture"]["members"] == 2  # two networks, averaged by one model
     assert [len(m["history"]) for m in manifest["readers"]["glyph"]["training"]["members"]] == [2, 2]  # each one's log
     assert manifest["readers"]["glyph"]["training"]["label_smoothing"] == 0.1
-    assert manifest["params"]["glyph"]["shade"] is True  # grey levels beside the mask: two input channels
-    assert manifest["readers"]["glyph"]["architecture"]["channels"] == 2
+    # The mask, its grey levels and the first-glyph mark: three input channels.
+    assert manifest["params"]["glyph"]["shade"] is True and manifest["params"]["glyph"]["first_mark"] is True
+    assert manifest["readers"]["glyph"]["architecture"]["channels"] == 3
     assert 0.0 <= manifest["routing"]["threshold"] <= 1.0 and manifest["routing"]["selection_images"] == 5
     json.dumps(manifest)
 
@@ -105,11 +106,12 @@ def test_train_and_run_a_variable_length_transparent_scheme(tmp_path: Path):
     _synthetic_scheme(folder, 48)
     bundle_dir = tmp_path / "bundle"
     assert train_main([str(folder), "--out", str(bundle_dir), "--glyph-epochs", "2", "--align-rounds", "1",
-                       "--ctc-epochs", "1", "--seed", "1", "--no-glyph-shade"]) == 0
+                       "--ctc-epochs", "1", "--seed", "1", "--no-glyph-shade", "--no-glyph-first-mark"]) == 0
     bundle = load_bundle(bundle_dir)
     assert set(bundle.lengths) == {3, 4, 5}
     # Mask-only crops, as every bundle before grey levels: one input channel.
     assert bundle.manifest["params"]["glyph"]["shade"] is False
+    assert bundle.manifest["params"]["glyph"]["first_mark"] is False
     assert bundle.manifest["readers"]["glyph"]["architecture"]["channels"] == 1
     assert bundle.manifest["image_height"] == 40
     # Reading prunes the lattice to complete paths; the bundle records that reading setting.
