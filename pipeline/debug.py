@@ -98,7 +98,8 @@ def _split(gray: np.ndarray, trace: Trace) -> np.ndarray:
 
 def _glyphs(trace: Trace) -> np.ndarray:
     """The chosen crops side by side, each with its predicted character and confidence below; a
-    crop of several channels (mask, grey levels) shows them one above the other, as the CNN got them."""
+    crop of several channels (mask, grey levels, first-glyph mark) shows them one above the other, as the CNN
+    got them."""
     assert trace.path is not None and trace.segment is not None
     crops = trace.prepared.crops[trace.path.segment_ids]
     crops = crops if crops.ndim == 4 else crops[..., None]  # (N, size, size, channels)

@@ -92,4 +92,6 @@ def mark_plane(flags: np.ndarray, size: int) -> np.ndarray:
     show, e.g. ``Lattice.opening`` (the segment begins the text, where a strike line may start).
     """
     flags = np.asarray(flags, dtype=bool)
-    return np.broadcast_to(np.where(flags, 255, 0).astype(np.uint8)[:, None, None], (len(flags), size, size)).copy()
+    out = np.zeros((len(flags), size, size), dtype=np.uint8)
+    out[flags] = 255
+    return out

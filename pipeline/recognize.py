@@ -127,14 +127,18 @@ def prepare(
     lattice = propose(cleaned, lengths=lengths, **vars(params.segment))
     lap("segment")
     spans = lattice.cuts[lattice.segments] if len(lattice.segments) else np.zeros((0, 2), np.int64)
-    size = params.glyph.size
-    channels = [crop_glyphs(cleaned, spans, size=size, margin=params.glyph.margin, rows=lattice.rows)]
-    if params.glyph.shade:
-        channels.append(crop_glyphs(cleaned, spans, size=size, margin=params.glyph.margin, rows=lattice.rows,
-                                    source=shade(scaled, binary)))
-    if params.glyph.first_mark:
-        channels.append(mark_plane(lattice.opening, size))
-    crops = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
+    size, margin = params.glyph.size, params.glyph.margin
+    crops = crop_glyphs(cleaned, spans, size=size, margin=margin, rows=lattice.rows)
+    if params.glyph.shade or params.glyph.first_mark:
+        # Channels after the mask, written in place into one (S, size, size, channels) array.
+        stacked = np.empty((*crops.shape, 1 + params.glyph.shade + params.glyph.first_mark), np.uint8)
+        stacked[..., 0] = crops
+        if params.glyph.shade:
+            stacked[..., 1] = crop_glyphs(cleaned, spans, size=size, margin=margin, rows=lattice.rows,
+                                          source=shade(scaled, binary))
+        if params.glyph.first_mark:
+            stacked[..., -1] = mark_plane(lattice.opening, size)
+        crops = stacked
     lap("glyphs")
     line_input = None
     if line_size is not None:

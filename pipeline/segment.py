@@ -47,7 +47,8 @@ class Lattice:
         """bool (S,): the segments that start at a start cut, i.e. that begin the text."""
         if not len(self.cuts):
             return np.zeros(len(self.segments), dtype=bool)
-        return np.isin(self.segments[:, 0], [s % len(self.cuts) for s in self.starts])
+        starts = np.array(self.starts, dtype=np.int64) % len(self.cuts)
+        return (self.segments[:, :1] == starts[None, :]).any(axis=1)  # np.isin costs more on a few starts
 
     @property
     def span(self) -> tuple[int, int]:
