@@ -64,6 +64,11 @@ class GlyphParams:
     #: bundles written before it existed.
     first_mark: bool = False
 
+    @property
+    def channels(self) -> int:
+        """Channels of a crop, in this order: the mask, the grey levels, the first-glyph mark."""
+        return 1 + self.shade + self.first_mark
+
 
 @dataclass(frozen=True)
 class StageParams:

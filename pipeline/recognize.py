@@ -129,9 +129,9 @@ def prepare(
     spans = lattice.cuts[lattice.segments] if len(lattice.segments) else np.zeros((0, 2), np.int64)
     size, margin = params.glyph.size, params.glyph.margin
     crops = crop_glyphs(cleaned, spans, size=size, margin=margin, rows=lattice.rows)
-    if params.glyph.shade or params.glyph.first_mark:
+    if params.glyph.channels > 1:
         # Channels after the mask, written in place into one (S, size, size, channels) array.
-        stacked = np.empty((*crops.shape, 1 + params.glyph.shade + params.glyph.first_mark), np.uint8)
+        stacked = np.empty((*crops.shape, params.glyph.channels), np.uint8)
         stacked[..., 0] = crops
         if params.glyph.shade:
             stacked[..., 1] = crop_glyphs(cleaned, spans, size=size, margin=margin, rows=lattice.rows,

@@ -163,12 +163,12 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     if args.reader in ("glyph", "both"):
         from pipeline.train_glyph import train_glyph_reader
 
-        channels = 1 + params.glyph.shade + params.glyph.first_mark  # mask, grey levels, first-glyph mark
         readers["glyph"] = train_glyph_reader(train_set, sel_set, charset=charset, lengths=lengths,
                                               out_dir=args.out, size=params.glyph.size, seed=args.seed,
                                               max_epochs=args.glyph_epochs, align_rounds=args.align_rounds,
                                               label_smoothing=args.glyph_label_smoothing,
-                                              architecture={"members": args.glyph_members, "channels": channels})
+                                              architecture={"members": args.glyph_members,
+                                                            "channels": params.glyph.channels})
         # Offer only the glyph widths the aligned training glyphs span (with a margin): fewer
         # candidate segments to classify, none a real glyph needs.
         spread = readers["glyph"]["training"]["relative_widths"]

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from pipeline.bundle import load_bundle
+from pipeline.config import StageParams
 from pipeline.run import COLUMNS, ExitCode, main
 
 from .conftest import ROOT, dataset
@@ -119,10 +120,9 @@ def test_debug_images_for_every_stage(tmp_path: Path):
         assert "strip.png" in written
         with Image.open(out / "debug" / stem / "01_gray.png") as image:
             assert image.size[1] == load_bundle("captcha_v2").image_height
-        glyph = load_bundle("captcha_v2").manifest["params"]["glyph"]
+        glyph = StageParams.from_dict(load_bundle("captcha_v2").manifest["params"]).glyph
         with Image.open(out / "debug" / stem / "06_glyphs.png") as image:  # each crop's channels, twice size
-            channels = 1 + bool(glyph["shade"]) + bool(glyph.get("first_mark"))
-            assert image.size[1] == channels * 2 * glyph["size"] + 26
+            assert image.size[1] == glyph.channels * 2 * glyph.size + 26
 
 
 def png_bytes(array: np.ndarray) -> bytes:
