@@ -26,13 +26,15 @@ def crop_glyphs(
         margin: blank pixels kept around the ink, in output pixels.
         rows: int (S, 2), the ink rows [top, bottom) of each span when the caller has them already
             (``Lattice.rows``); measured here when None.
-        source: uint8 (H, W) to cut the boxes from instead of the mask (the boxes still come
-            from the mask's ink), e.g. :func:`shade`.
+        source: uint8 (H, W), or (H, W, C) planes cut in one pass, to cut the boxes from instead
+            of the mask (the boxes still come from the mask's ink), e.g. :func:`shade`.
 
     Returns:
-        uint8 (S, size, size), ink 255 on 0; an all-zero crop where the columns hold no ink.
+        uint8 (S, size, size), or (S, size, size, C) for a (H, W, C) source; ink 255 on 0 for the
+        mask; an all-zero crop where the columns hold no ink.
     """
-    out = np.zeros((len(spans), size, size), dtype=np.uint8)
+    planes = () if source is None or source.ndim == 2 else source.shape[2:]
+    out = np.zeros((len(spans), size, size, *planes), dtype=np.uint8)
     if len(spans) == 0:
         return out
     spans = np.asarray(spans, dtype=np.int64)
@@ -57,11 +59,18 @@ def crop_glyphs(
             continue  # no ink in these columns
         r0, r1 = int(rows[n, 0]), int(rows[n, 1])
         piece = ink[r0:r1, c0:c1]
-        ph, pw = piece.shape
+        ph, pw = piece.shape[:2]
         scale = inner / max(ph, pw)
         nh, nw = max(1, int(round(ph * scale))), max(1, int(round(pw * scale)))
         top, left = (size - nh) // 2, (size - nw) // 2
-        out[n, top : top + nh, left : left + nw] = cv2.resize(piece, (nw, nh), interpolation=cv2.INTER_AREA)
+        window = out[n, top : top + nh, left : left + nw]
+        if planes:
+            # Plane by plane: OpenCV's multi-channel INTER_AREA rounds differently (by one level),
+            # and crops must stay what the shipped models were trained on.
+            for c in range(planes[0]):
+                window[..., c] = cv2.resize(piece[..., c], (nw, nh), interpolation=cv2.INTER_AREA)
+        else:
+            window[...] = cv2.resize(piece, (nw, nh), interpolation=cv2.INTER_AREA)
     return out
 
 

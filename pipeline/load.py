@@ -130,15 +130,17 @@ def _to_gray(img: Image.Image) -> np.ndarray:
         return _luma(np.asarray(img, dtype=np.uint8))
     if mode in ("RGBA", "LA"):
         arr = np.asarray(img, dtype=np.uint8)
-        grey = _luma(arr[..., :3]) if mode == "RGBA" else arr[..., 0]
+        grey = _luma(arr) if mode == "RGBA" else arr[..., 0]
         alpha = arr[..., -1]
         return _composite(grey, alpha)
     raise LoadError(f"unsupported image mode {mode!r}")
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B) of an (H, W, 3) uint8 image, as uint8."""
-    return np.asarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY), dtype=np.uint8)
+    """ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B) of an (H, W, 3) RGB or (H, W, 4) RGBA uint8
+    image (alpha ignored), as uint8."""
+    code = cv2.COLOR_RGBA2GRAY if rgb.shape[-1] == 4 else cv2.COLOR_RGB2GRAY
+    return np.asarray(cv2.cvtColor(np.ascontiguousarray(rgb), code), dtype=np.uint8)
 
 
 def _composite(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:

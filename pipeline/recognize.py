@@ -128,17 +128,12 @@ def prepare(
     lap("segment")
     spans = lattice.cuts[lattice.segments] if len(lattice.segments) else np.zeros((0, 2), np.int64)
     size, margin = params.glyph.size, params.glyph.margin
-    crops = crop_glyphs(cleaned, spans, size=size, margin=margin, rows=lattice.rows)
-    if params.glyph.channels > 1:
-        # Channels after the mask, written in place into one (S, size, size, channels) array.
-        stacked = np.empty((*crops.shape, params.glyph.channels), np.uint8)
-        stacked[..., 0] = crops
-        if params.glyph.shade:
-            stacked[..., 1] = crop_glyphs(cleaned, spans, size=size, margin=margin, rows=lattice.rows,
-                                          source=shade(scaled, binary))
-        if params.glyph.first_mark:
-            stacked[..., -1] = mark_plane(lattice.opening, size)
-        crops = stacked
+    # The mask and the grey levels are cut in one pass over the segments (one resize each).
+    source = np.dstack([cleaned.astype(np.uint8) * 255, shade(scaled, binary)]) if params.glyph.shade else None
+    crops = crop_glyphs(cleaned, spans, size=size, margin=margin, rows=lattice.rows, source=source)
+    if params.glyph.first_mark:
+        crops = np.concatenate([crops.reshape(*crops.shape[:3], -1),
+                                mark_plane(lattice.opening, size)[..., None]], axis=-1)
     lap("glyphs")
     line_input = None
     if line_size is not None:

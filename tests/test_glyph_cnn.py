@@ -118,6 +118,20 @@ def test_a_two_channel_network_reads_two_channel_crops(tmp_path: Path):
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("size", [20, 28])  # maps of odd side: 5x5 in the last block; 7x7
+def test_trimmed_network_is_the_same_function_with_fewer_positions(size: int):
+    """``trim`` leaves out only what the 2x2 pooling never reads: same weights, same outputs."""
+    full = _trained_looking(build_glyph_cnn(size=size, n_classes=3, channels=3), 9)
+    trimmed = build_glyph_cnn(size=size, n_classes=3, channels=3, trim=True)
+    trimmed.set_weights(full.get_weights())
+    side = size // 4  # the last block's maps
+    assert trimmed.get_layer("conv3b").output.shape[1:3] == (side - 1, side - 1)
+    assert full.get_layer("conv3b").output.shape[1:3] == (side, side)
+    crops = np.random.default_rng(10).random((6, size, size, 3), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(trimmed.predict_on_batch(crops)),
+                               np.asarray(full.predict_on_batch(crops)), rtol=1e-5, atol=1e-6)
+
+
 def test_members_must_be_at_least_one():
     with pytest.raises(ValueError, match="members must be at least 1"):
         build_glyph_cnn(size=16, n_classes=2, members=0)

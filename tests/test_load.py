@@ -37,6 +37,13 @@ def test_rgb_gives_luma():
     assert gray[1, 2] == 255 and gray[0, 1] == 0
 
 
+def test_opaque_rgba_gives_the_luma_of_its_rgb():
+    rgb = np.random.default_rng(4).integers(0, 256, (9, 13, 3), dtype=np.uint8)
+    rgba = np.dstack([rgb, np.full((9, 13), 255, np.uint8)])
+    np.testing.assert_array_equal(load_gray(encode(Image.fromarray(rgba, "RGBA"))),
+                                  load_gray(encode(Image.fromarray(rgb, "RGB"))))
+
+
 def test_transparent_background_is_not_ink():
     # Transparent black pixels would read as ink if alpha were dropped; they must become background.
     gray = load_gray(encode(dark_text_rgba(transparent_background=True)))

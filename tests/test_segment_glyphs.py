@@ -107,6 +107,20 @@ def test_a_source_image_is_cut_in_the_masks_boxes():
     assert (crop[0] > 0).sum() == (crop_glyphs(mask, np.array([[5, 20]]), size=20, margin=2)[0] > 0).sum()
 
 
+def test_planes_are_cut_in_one_pass_exactly_as_each_alone():
+    """A (H, W, C) source gives, plane by plane, the very crops a (H, W) source of that plane
+    gives: the models were trained on crops cut one plane at a time."""
+    rng = np.random.default_rng(3)
+    mask = rng.random((24, 60)) < 0.4
+    planes = rng.integers(0, 256, (24, 60, 2), dtype=np.uint8)
+    spans = np.array([[0, 13], [9, 31], [30, 60], [41, 44]])
+    both = crop_glyphs(mask, spans, size=20, margin=2, source=planes)
+    assert both.shape == (4, 20, 20, 2) and both.dtype == np.uint8
+    for c in range(2):
+        np.testing.assert_array_equal(both[..., c], crop_glyphs(mask, spans, size=20, margin=2,
+                                                                source=np.ascontiguousarray(planes[..., c])))
+
+
 @pytest.mark.parametrize(("ink", "background"), [(30, 220), (220, 30), (120, 160)])
 def test_shade_makes_ink_bright_and_background_dark_whatever_the_colours(ink: int, background: int):
     gray = np.full((10, 20), background, np.uint8)
