@@ -10,7 +10,14 @@ import pytest
 from pipeline.batches import prepare_file
 from pipeline.bundle import DEFAULT_MODEL, Bundle, load_bundle, sha256_file
 from pipeline.config import StageParams
-from pipeline.glyph_cnn import GlyphClassifier, build_glyph_cnn, cpu_has_bf16, resolve_precision
+from pipeline.glyph_cnn import (
+    GlyphClassifier,
+    build_glyph_cnn,
+    cell_weights,
+    cpu_has_bf16,
+    for_reading,
+    resolve_precision,
+)
 from pipeline.recognize import read_segments
 from pipeline.train_glyph import ensemble_of
 from tests.conftest import ROOT
@@ -118,18 +125,38 @@ def test_a_two_channel_network_reads_two_channel_crops(tmp_path: Path):
                                rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("size", [20, 28])  # maps of odd side: 5x5 in the last block; 7x7
-def test_trimmed_network_is_the_same_function_with_fewer_positions(size: int):
-    """``trim`` leaves out only what the 2x2 pooling never reads: same weights, same outputs."""
-    full = _trained_looking(build_glyph_cnn(size=size, n_classes=3, channels=3), 9)
-    trimmed = build_glyph_cnn(size=size, n_classes=3, channels=3, trim=True)
-    trimmed.set_weights(full.get_weights())
+@pytest.mark.parametrize(("size", "convs"), [
+    (20, [1, 1, 2]),  # the shipped shape: 20 -> 10 -> 5, the last block's 5x5 maps trimmed to 4x4
+    (28, [1, 1, 2]),  # 7x7 in the last block
+    (21, [2, 1, 1]),  # an odd crop: cells padded differently; two convolutions before the cells
+    (16, 1),  # nothing to trim
+])
+def test_the_reading_form_is_the_same_function(size: int, convs):
+    """``for_reading``: normalisation folded, the last block trimmed to what its pooling reads, and
+    the first block on 2x2 cells; the same outputs as the trained network."""
+    arch = {"size": size, "n_classes": 3, "filters": [16, 32, 64], "convs": convs, "batch_norm": True,
+            "dense": 128, "dropout": 0.3, "members": 1, "channels": 3}
+    full = _trained_looking(build_glyph_cnn(**arch), 9)
+    fast = for_reading(full, arch)
+    assert not any(layer.__class__.__name__ == "BatchNormalization" for layer in fast.layers)
     side = size // 4  # the last block's maps
-    assert trimmed.get_layer("conv3b").output.shape[1:3] == (side - 1, side - 1)
-    assert full.get_layer("conv3b").output.shape[1:3] == (side, side)
+    last = "conv3" if convs == 1 or convs[-1] == 1 else "conv3b"
+    assert fast.get_layer(last).output.shape[1:3] == ((side - 1,) * 2 if side % 2 else (side, side))
+    first = "conv1" if convs == 1 or convs[0] == 1 else "conv1b"
+    assert fast.get_layer(first).kernel.shape[:2] == (2, 2)  # on cells
     crops = np.random.default_rng(10).random((6, size, size, 3), dtype=np.float32)
-    np.testing.assert_allclose(np.asarray(trimmed.predict_on_batch(crops)),
+    np.testing.assert_allclose(np.asarray(fast.predict_on_batch(crops)),
                                np.asarray(full.predict_on_batch(crops)), rtol=1e-5, atol=1e-6)
+
+
+def test_cell_weights_place_each_tap_once():
+    """Every 3x3 tap lands in exactly one (cell, sub-pixel) slot for each pixel of the window."""
+    kernel = np.arange(1, 3 * 3 * 2 * 1 + 1, dtype=np.float32).reshape(3, 3, 2, 1)
+    cells, bias = cell_weights(kernel, np.array([0.5], np.float32))
+    assert cells.shape == (2, 2, 8, 4) and bias.tolist() == [0.5] * 4
+    for window_pixel in range(4):
+        np.testing.assert_array_equal(np.sort(cells[..., window_pixel][cells[..., window_pixel] != 0]),
+                                      np.sort(kernel.ravel()))
 
 
 def test_members_must_be_at_least_one():
