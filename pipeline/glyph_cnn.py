@@ -7,6 +7,7 @@ is what stops a path through half an "m" from looking as good as a path through 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,8 +63,8 @@ def build_glyph_cnn(
       2x2 convolution gives the four pixels of each pooling window as 4 x filters channels, and a
       max over the four gives the pooled map. More multiply-adds (16 x 12 x 64 a cell against
       4 x 27 x 16), but wide enough for the CPU kernels: a 3x3 convolution of 3 channels into 16
-      ran at a fifth of the rate of the later blocks, and this cut the CNN's time by about a fifth
-      (an ad-hoc A/B on the 2-core machine: 72 against 88 us a crop).
+      ran at a fifth of the rate of the later blocks (``bench/glyph_cnn.py`` measures this form
+      against the trained one).
 
     The default doubles only the last block's convolution. On the captcha_v2 development splits it
     read as well as two per block (segment route mean 93.9 against 93.1 % over seeds 8-12:
@@ -129,9 +130,32 @@ def _pooled_on_cells(x: keras.KerasTensor, *, side: int, width: int, name: str, 
     x = layers.Permute((1, 3, 2, 4, 5), name=f"{prefix}_order")(x)  # (cell row, cell column, dy, dx, c)
     x = layers.Reshape((cells, cells, 4 * channels), name=f"{prefix}_cells")(x)
     x = layers.Conv2D(4 * width, 2, activation="relu", name=name)(x)  # channels: (a, b, filter)
-    x = layers.Reshape((cells - 1, cells - 1, 4, width), name=f"{prefix}_window")(x)
-    x = layers.MaxPooling3D((1, 1, 4), name=f"{prefix}_pool")(x)
-    return layers.Reshape((cells - 1, cells - 1, width), name=f"{prefix}_pooled")(x)
+    return _window_max()(cells - 1, width, name=f"{prefix}_pool")(x)
+
+
+@functools.cache
+def _window_max() -> type:
+    """The layer taking the max over the four window pixels of each cell's (a, b, filter)
+    channels: (B, n, n, 4 x width) -> (B, n, n, width). A reduction over a reshaped axis, for
+    which Keras has no layer (MaxPooling3D over it took twice as long: ad-hoc timing). Made on
+    first use: keras is imported lazily."""
+    import keras
+
+    class WindowMax(keras.layers.Layer):
+        def __init__(self, side: int, width: int, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.side, self.width = side, width
+
+        def call(self, x: Any) -> Any:
+            return keras.ops.max(keras.ops.reshape(x, (-1, self.side, self.side, 4, self.width)), axis=3)
+
+        def compute_output_shape(self, shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+            return (shape[0], self.side, self.side, self.width)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "side": self.side, "width": self.width}
+
+    return WindowMax
 
 
 def cell_weights(kernel: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
