@@ -236,28 +236,38 @@ def in_bfloat16(model: keras.Model) -> keras.Model:
     return copy
 
 
+def trained_network(bundle: Bundle) -> tuple[keras.Model, dict[str, Any]]:
+    """The bundle's glyph CNN as it was trained (batch normalisation and all) and its builder
+    arguments. Raises ValueError when the bundle has none, BundleError on a wrong sha256."""
+    entry = bundle.reader("glyph")
+    if entry is None:
+        raise ValueError(f"bundle {bundle.name!r} has no glyph reader")
+    weights = bundle.weights_path("glyph")  # verifies sha256 first
+    arch: dict[str, Any] = {**ADDED_LATER, **entry["architecture"]}
+    model = build_glyph_cnn(**arch)
+    model.load_weights(str(weights))
+    return model, arch
+
+
 class GlyphClassifier:
     """A trained glyph CNN and its character set; :meth:`predict` is one batched call. The crop
     size and channels are the model's input shape."""
 
-    def __init__(self, model: keras.Model, charset: str, *, precision: str = "float32") -> None:
+    def __init__(self, model: keras.Model, charset: str, *, precision: str = "float32", batch_size: int = 512) -> None:
         self.model = model
         self.charset = charset
         self.precision = precision
+        #: Crops per model call. 512: the first block's maps then stay in cache; ~20 % more crops/s
+        #: than 4,096 a call on the 2-core machine (ad-hoc timing). The batch size also moves the
+        #: outputs' last bits (oneDNN blocks the work by it), so training keeps its own.
+        self.batch_size = batch_size
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, *, precision: str = "float32") -> GlyphClassifier:
         """The bundle's glyph CNN, ready to predict: :func:`for_reading`, computing in
         ``precision`` (``auto``: bfloat16 where the CPU has it natively; see :func:`in_bfloat16`)."""
         precision = resolve_precision(precision)
-        entry = bundle.reader("glyph")
-        if entry is None:
-            raise ValueError(f"bundle {bundle.name!r} has no glyph reader")
-        weights = bundle.weights_path("glyph")  # verifies sha256 first
-        arch: dict[str, Any] = {**ADDED_LATER, **entry["architecture"]}
-        model = build_glyph_cnn(**arch)
-        model.load_weights(str(weights))
-        model = for_reading(model, arch)
+        model = for_reading(*trained_network(bundle))
         if precision == "bfloat16":
             model = in_bfloat16(model)
         return cls(model, bundle.charset, precision=precision)
@@ -268,7 +278,7 @@ class GlyphClassifier:
         for n in (1, 2):
             self.predict(np.zeros((n, *self.model.input_shape[1:]), np.float32))
 
-    def predict(self, crops: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+    def predict(self, crops: np.ndarray) -> np.ndarray:
         """Class probabilities of glyph crops.
 
         Args:
@@ -284,7 +294,6 @@ class GlyphClassifier:
         x = (crops[..., None] if crops.ndim == 3 else crops).astype(np.float32, copy=False)
         # predict_on_batch runs Keras' compiled predict function: ~1.6x the crops/s of an eager
         # model(x) call on this CPU (bench: 33.6k vs 20.4k crops/s).
-        # 512 crops a call: the 20x20x16 maps of the first block then stay in cache (13 MB); ~20 %
-        # more crops/s than 4,096 a call on the 2-core machine (ad-hoc timing, 57 vs 71 us a crop).
-        parts = [np.asarray(self.model.predict_on_batch(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+        step = self.batch_size
+        parts = [np.asarray(self.model.predict_on_batch(x[i : i + step])) for i in range(0, len(x), step)]
         return np.concatenate(parts, axis=0)
