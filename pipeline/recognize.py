@@ -132,8 +132,8 @@ def prepare(
     source = np.dstack([cleaned.astype(np.uint8) * 255, shade(scaled, binary)]) if params.glyph.shade else None
     crops = crop_glyphs(cleaned, spans, size=size, margin=margin, rows=lattice.rows, source=source)
     if params.glyph.first_mark:
-        crops = np.concatenate([crops.reshape(*crops.shape[:3], -1),
-                                mark_plane(lattice.opening, size)[..., None]], axis=-1)
+        planes = crops if crops.ndim == 4 else crops[..., None]
+        crops = np.concatenate([planes, mark_plane(lattice.opening, size)[..., None]], axis=-1)
     lap("glyphs")
     line_input = None
     if line_size is not None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from pipeline.config import StageParams
+from pipeline.config import GlyphParams, StageParams
 from pipeline.recognize import Reading, prepare, recognize, route
 
 CHARSET = "ab"
@@ -129,6 +129,17 @@ def test_first_mark_adds_a_channel_set_exactly_on_the_opening_segments():
     assert (three.crops[opening, ..., 2] == 255).all() and not three.crops[~opening, ..., 2].any()
     traces = recognize([three], mode="segment", lengths=(2,), classifier=StubGlyphs(), line_reader=None, threshold=0.5)
     assert traces[0].text == "aa"
+
+
+@pytest.mark.parametrize(("shade", "first_mark"), [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("blank", [False, True])  # a blank image has no segments: (0, size, size, ...)
+def test_crops_have_the_channels_the_params_name(shade: bool, first_mark: bool, blank: bool):
+    params = StageParams(glyph=GlyphParams(shade=shade, first_mark=first_mark))
+    crops = prepare(two_glyphs(blank=blank), params=params, lengths=(2,), height=20).crops
+    size = params.glyph.size
+    expected = (size, size) if params.glyph.channels == 1 else (size, size, params.glyph.channels)
+    assert crops.shape[1:] == expected and crops.dtype == np.uint8
+    assert (len(crops) == 0) == blank
 
 
 def test_crnn_inputs_made_with_the_stages_are_used():
