@@ -31,6 +31,7 @@ import numpy as np
 
 from pipeline.bundle import Bundle, BundleError
 from pipeline.line_input import prepare_batch
+from pipeline.reading_form import pooled_on_cells, transfer
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def build_crnn(
     dense_units: int = 96,
     dropout: float = 0.25,
     rnn_cell: str = "gru",
+    reading: bool = False,
 ) -> tuple[keras.Model, keras.Model]:
     """Build the CRNN; returns ``(training_model, inference_model)`` sharing every layer.
 
@@ -74,6 +76,10 @@ def build_crnn(
         rnn_cell: ``"gru"`` or ``"lstm"``. One bidirectional GRU layer left the CTC start-up
             plateau within ~3 epochs on captcha_v2 where two LSTM layers took ~10, at the same
             final accuracy, and is cheaper on a CPU.
+        reading: build the inference model in the form that is cheaper to read with (weights from
+            a trained model: :meth:`CtcReader.from_weights`): batch normalisation folded into the
+            convolutions and the first block on 2x2 cells (``pipeline.reading_form``). The
+            training model of this form is not for training.
 
     Returns:
         training model: ``float32 (B, height, width, 1)`` -> logits ``(B, T, n_classes + 1)``,
@@ -92,13 +98,19 @@ def build_crnn(
     image = keras.Input(shape=(height, width, 1), dtype="float32", name="image")
     x = image
     for i, filters in enumerate(conv_filters):
-        # Bias is redundant before batch norm; BN is what lets CTC leave its all-blank plateau
-        # within a few epochs instead of dozens.
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
-        # momentum 0.9 (not 0.99): with few steps per epoch the moving statistics must keep up
-        # with the weights, or validation (inference-mode BN) lags training by many epochs.
-        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i + 1}")(x)
-        x = keras.layers.Activation("relu", name=f"relu{i + 1}")(x)
+        if reading and i == 0:
+            x = pooled_on_cells(x, width=filters, name="conv1", prefix="cells_conv1")
+            continue
+        if reading:
+            x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i + 1}")(x)
+        else:
+            # Bias is redundant before batch norm; BN is what lets CTC leave its all-blank plateau
+            # within a few epochs instead of dozens.
+            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
+            # momentum 0.9 (not 0.99): with few steps per epoch the moving statistics must keep up
+            # with the weights, or validation (inference-mode BN) lags training by many epochs.
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i + 1}")(x)
+            x = keras.layers.Activation("relu", name=f"relu{i + 1}")(x)
         # Two 2x2 pools fix the frame stride at 4; deeper blocks shrink height only, keeping
         # enough frames for a blank between repeated characters ("nn", "mm").
         pool = (2, 2) if i < 2 else (2, 1)
@@ -274,12 +286,13 @@ class CtcReader:
 
     @classmethod
     def from_weights(cls, weights: str | Path, *, charset: str, architecture: dict[str, Any]) -> CtcReader:
-        """Rebuild with ``build_crnn(**architecture)`` and load a ``.weights.h5`` file."""
-        training, inference = build_crnn(**architecture)
+        """Rebuild with ``build_crnn(**architecture)``, load a ``.weights.h5`` file, and read with
+        the ``build_crnn(reading=True)`` form of that network."""
+        training, _ = build_crnn(**architecture)
         training.load_weights(weights)
-        return cls(
-            model=inference, charset=charset, height=int(architecture["height"]), width=int(architecture["width"])
-        )
+        _, fast = build_crnn(**{**architecture, "reading": True})
+        transfer(fast, training, norm_of=lambda conv: "bn" + conv.removeprefix("conv"))
+        return cls(model=fast, charset=charset, height=int(architecture["height"]), width=int(architecture["width"]))
 
     def read(self, grays: Sequence[np.ndarray], *, batch_size: int = 256) -> list[tuple[str, np.ndarray]]:
         """Read grey ``uint8 (H, W)`` images; one model call per batch of ``batch_size``.

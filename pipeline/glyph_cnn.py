@@ -7,7 +7,6 @@ is what stops a path through half an "m" from looking as good as a path through 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.bundle import Bundle
+from pipeline.reading_form import pooled_on_cells, transfer
 
 if TYPE_CHECKING:  # keras is imported lazily: start-up without a model should not pay for it
     import keras
@@ -59,12 +59,8 @@ def build_glyph_cnn(
       then a valid convolution). For 20x20 crops this leaves out 9 of conv3b's 25 positions,
       about a sixth of the network's multiply-adds.
     * The first block's last convolution, its ReLU and pooling computed on 2x2 cells
-      (:func:`cell_weights`): the input becomes (side / 2 + 1)^2 cells of 4 x channels values, one
-      2x2 convolution gives the four pixels of each pooling window as 4 x filters channels, and a
-      max over the four gives the pooled map. More multiply-adds (16 x 12 x 64 a cell against
-      4 x 27 x 16), but wide enough for the CPU kernels: a 3x3 convolution of 3 channels into 16
-      ran at a fifth of the rate of the later blocks (``bench/glyph_cnn.py`` measures this form
-      against the trained one).
+      (``reading_form.pooled_on_cells``): wider, and faster on a CPU, than a 3x3 convolution of
+      three channels into 16.
 
     The default doubles only the last block's convolution. On the captcha_v2 development splits it
     read as well as two per block (segment route mean 93.9 against 93.1 % over seeds 8-12:
@@ -91,7 +87,7 @@ def build_glyph_cnn(
                 name = prefix + base
                 padding = "same"
                 if reading and n == 0 and k == count - 1:
-                    x = _pooled_on_cells(x, side=side, width=width, name=name, prefix=f"{prefix}cells_{base}")
+                    x = pooled_on_cells(x, width=width, name=name, prefix=f"{prefix}cells_{base}")
                     break
                 if reading and k == count - 1 and side % 2:
                     # Outputs 0 .. side - 2 only: input rows -1 .. side - 1 (one zero row above).
@@ -118,83 +114,17 @@ def build_glyph_cnn(
     return keras.Model(inputs, outputs, name="glyph_cnn")
 
 
-def _pooled_on_cells(x: keras.KerasTensor, *, side: int, width: int, name: str, prefix: str) -> keras.KerasTensor:
-    """3x3 "same" convolution + ReLU + 2x2 max pooling of (B, side, side, C) maps, on 2x2 cells
-    (see ``build_glyph_cnn(reading=True)``): (B, side // 2, side // 2, width)."""
-    from keras import layers
-
-    cells = side // 2 + 1  # cell rows: pooled row i reads input rows 2i - 1 .. 2i + 2, cells i and i + 1
-    channels = x.shape[-1]
-    x = layers.ZeroPadding2D(((1, 2 * cells - side - 1), (1, 2 * cells - side - 1)), name=f"{prefix}_pad")(x)
-    x = layers.Reshape((cells, 2, cells, 2, channels), name=f"{prefix}_split")(x)
-    x = layers.Permute((1, 3, 2, 4, 5), name=f"{prefix}_order")(x)  # (cell row, cell column, dy, dx, c)
-    x = layers.Reshape((cells, cells, 4 * channels), name=f"{prefix}_cells")(x)
-    x = layers.Conv2D(4 * width, 2, activation="relu", name=name)(x)  # channels: (a, b, filter)
-    return _window_max()(cells - 1, width, name=f"{prefix}_pool")(x)
-
-
-@functools.cache
-def _window_max() -> type:
-    """The layer taking the max over the four window pixels of each cell's (a, b, filter)
-    channels: (B, n, n, 4 x width) -> (B, n, n, width). A reduction over a reshaped axis, for
-    which Keras has no layer (MaxPooling3D over it took twice as long: ad-hoc timing). Made on
-    first use: keras is imported lazily."""
-    import keras
-
-    class WindowMax(keras.layers.Layer):
-        def __init__(self, side: int, width: int, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.side, self.width = side, width
-
-        def call(self, x: Any) -> Any:
-            return keras.ops.max(keras.ops.reshape(x, (-1, self.side, self.side, 4, self.width)), axis=3)
-
-        def compute_output_shape(self, shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
-            return (shape[0], self.side, self.side, self.width)
-
-        def get_config(self) -> dict[str, Any]:
-            return {**super().get_config(), "side": self.side, "width": self.width}
-
-    return WindowMax
-
-
-def cell_weights(kernel: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A 3x3 convolution's kernel (3, 3, C, F) and bias (F,) as the 2x2 convolution over 2x2 cells
-    of :func:`_pooled_on_cells`: kernel (2, 2, 4C, 4F), bias (4F,). Output channel (a, b, f) is
-    filter f at pixel (a, b) of the pooling window; cell (p, q), sub-pixel (dy, dx) holds the
-    input pixel at offset (2p + dy - a, 2q + dx - b) from that pixel's kernel corner."""
-    c, f = kernel.shape[2], kernel.shape[3]
-    cells = np.zeros((2, 2, 2, 2, c, 2, 2, f), dtype=kernel.dtype)  # p, q, dy, dx, c, a, b, f
-    for p, q, dy, dx, a, b in np.ndindex(2, 2, 2, 2, 2, 2):
-        ky, kx = 2 * p + dy - a, 2 * q + dx - b
-        if 0 <= ky < 3 and 0 <= kx < 3:
-            cells[p, q, dy, dx, :, a, b, :] = kernel[ky, kx]
-    return cells.reshape(2, 2, 4 * c, 4 * f), np.tile(bias, 4)
-
-
 def for_reading(model: keras.Model, arch: dict[str, Any]) -> keras.Model:
     """The same function as a trained ``model`` (built from ``arch``), cheaper to run: the
-    ``build_glyph_cnn(reading=True)`` form, without batch-normalisation layers: each convolution
-    absorbs the scale and shift its normalisation applies at inference (weights times
-    gamma / sqrt(variance + epsilon), bias beta - mean times that), one pass fewer over every
-    activation map (an ad-hoc timing put that saving at about a sixth of the CNN's time)."""
+    ``build_glyph_cnn(reading=True)`` form, with batch normalisation folded into the convolutions
+    (``reading_form.transfer``)."""
     fast = build_glyph_cnn(**{**arch, "batch_norm": False, "reading": True})
-    for layer in fast.layers:
-        if not layer.weights:
-            continue
-        source = model.get_layer(layer.name)
-        weights = source.get_weights()
-        if layer.__class__.__name__ == "Conv2D" and arch["batch_norm"]:
-            (kernel,) = weights
-            prefix, _, base = layer.name.rpartition("_")  # "m2_conv3a": member 2's; "conv3a": the only one
-            norm = model.get_layer(f"{prefix}_bn_{base}" if prefix else f"bn_{base}")
-            gamma, beta, mean, variance = norm.get_weights()
-            scale = gamma / np.sqrt(variance + norm.epsilon)
-            weights = [kernel * scale, beta - mean * scale]
-        if layer.__class__.__name__ == "Conv2D" and layer.kernel.shape[0] == 2:  # on cells
-            weights = list(cell_weights(*weights))
-        layer.set_weights(weights)
-    return fast
+
+    def norm_of(conv: str) -> str:  # "m2_conv3a" -> "m2_bn_conv3a": member 2's; "conv3a" -> "bn_conv3a"
+        prefix, _, base = conv.rpartition("_")
+        return f"{prefix}_bn_{base}" if prefix else f"bn_{base}"
+
+    return transfer(fast, model, norm_of=norm_of)
 
 
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:

@@ -101,6 +101,27 @@ def test_weights_round_trip_gives_same_outputs(tmp_path: Path) -> None:
     np.testing.assert_allclose(reader.predict_probs(x), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("architecture", [TINY, {**TINY, "height": 24, "width": 52, "conv_filters": (4, 8, 8)}])
+def test_the_reading_form_is_the_trained_network(tmp_path: Path, architecture: dict) -> None:
+    """``from_weights`` reads with batch normalisation folded and the first block on cells; with
+    normalisation statistics away from their initial values it still gives the same outputs."""
+    keras.utils.set_random_seed(3)
+    training, inference = build_crnn(**architecture)
+    rng = np.random.default_rng(3)
+    for layer in training.layers:
+        if layer.__class__.__name__ == "BatchNormalization":
+            n = layer.weights[0].shape[0]
+            layer.set_weights([rng.uniform(0.5, 2.0, n), rng.normal(0, 0.5, n), rng.normal(0, 0.5, n),
+                               rng.uniform(0.2, 3.0, n)])
+    x = rng.random((3, architecture["height"], architecture["width"], 1), dtype=np.float32)
+    expected = np.asarray(inference.predict_on_batch(x))
+    training.save_weights(tmp_path / "ctc.weights.h5")
+    reader = CtcReader.from_weights(tmp_path / "ctc.weights.h5", charset=DIGITS, architecture=dict(architecture))
+    assert not any(layer.__class__.__name__ == "BatchNormalization" for layer in reader.model.layers)
+    assert reader.model.get_layer("conv1").kernel.shape[:2] == (2, 2)
+    np.testing.assert_allclose(reader.predict_probs(x), expected, rtol=1e-4, atol=1e-5)
+
+
 def _write_bundle(folder: Path, entry: dict[str, object]) -> None:
     manifest = {"charset": DIGITS, "lengths": [3], "image_height": 16, "readers": {"ctc": entry}}
     (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")

@@ -13,7 +13,6 @@ from pipeline.config import StageParams
 from pipeline.glyph_cnn import (
     GlyphClassifier,
     build_glyph_cnn,
-    cell_weights,
     cpu_has_bf16,
     for_reading,
     resolve_precision,
@@ -147,16 +146,6 @@ def test_the_reading_form_is_the_same_function(size: int, convs):
     crops = np.random.default_rng(10).random((6, size, size, 3), dtype=np.float32)
     np.testing.assert_allclose(np.asarray(fast.predict_on_batch(crops)),
                                np.asarray(full.predict_on_batch(crops)), rtol=1e-5, atol=1e-6)
-
-
-def test_cell_weights_place_each_tap_once():
-    """Every 3x3 tap lands in exactly one (cell, sub-pixel) slot for each pixel of the window."""
-    kernel = np.arange(1, 3 * 3 * 2 * 1 + 1, dtype=np.float32).reshape(3, 3, 2, 1)
-    cells, bias = cell_weights(kernel, np.array([0.5], np.float32))
-    assert cells.shape == (2, 2, 8, 4) and bias.tolist() == [0.5] * 4
-    for window_pixel in range(4):
-        np.testing.assert_array_equal(np.sort(cells[..., window_pixel][cells[..., window_pixel] != 0]),
-                                      np.sort(kernel.ravel()))
 
 
 def test_members_must_be_at_least_one():

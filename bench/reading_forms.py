@@ -1,0 +1,141 @@
+"""Do the networks' reading forms read the same as the networks as trained, and how much faster?
+
+    python bench/reading_forms.py [--model captcha_v2 --model wp_rsc] [--repeats 5]
+
+``pipeline.run`` reads with the forms of ``pipeline/reading_form.py``: batch normalisation folded,
+the first block on 2x2 cells, and for the glyph CNN the last block trimmed to what its pooling
+reads and 512 crops a call. For each bundle this runs the classic stages on every image of its
+training folder (it compares two forms of one network and measures no accuracy claim) and reads
+it with both forms of each network: the glyph CNN (the network as trained, normalisation layers
+and all, at 4,096 crops a call, the batch size training scores with, against
+``GlyphClassifier.from_bundle``) and the CRNN (the inference model of ``build_crnn`` against
+``CtcReader.from_bundle``). It counts the readings and the glyph crops' top classes that differ,
+and the largest difference of a probability. Each network's time over all its inputs is the
+median of ``--repeats`` passes per form, the two forms taking turns (this machine's speed
+drifts over minutes). Writes ``bench/results/reading_forms.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pipeline.batches import iter_prepared  # noqa: E402
+from pipeline.bundle import load_bundle, quiet_tensorflow  # noqa: E402
+from pipeline.config import StageParams  # noqa: E402
+from pipeline.crnn import CtcReader, build_crnn, decode  # noqa: E402
+from pipeline.dataset import list_images  # noqa: E402
+from pipeline.glyph_cnn import GlyphClassifier, trained_network  # noqa: E402
+from pipeline.line_input import prepare_batch  # noqa: E402
+from pipeline.recognize import Prepared, read_segments  # noqa: E402
+
+
+def _timed(forms: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Each form's last output and its seconds per pass, the forms taking turns."""
+    out: dict[str, Any] = {}
+    seconds: dict[str, list[float]] = {name: [] for name in forms}
+    for _ in range(repeats):
+        for name, run in forms.items():
+            started = time.perf_counter()
+            out[name] = run()
+            seconds[name].append(time.perf_counter() - started)
+    return out, seconds
+
+
+def _speed(seconds: dict[str, list[float]], n: int, unit: str) -> dict[str, Any]:
+    per = {name: statistics.median(s) / n * 1e6 for name, s in seconds.items()}
+    return {f"microseconds_per_{unit}": {k: round(v, 2) for k, v in per.items()},
+            f"microseconds_per_{unit}_runs": {k: [round(x / n * 1e6, 2) for x in s] for k, s in seconds.items()},
+            "speed_ratio_reading_over_trained": round(per["trained"] / per["reading"], 2)}
+
+
+def glyph_cnn(bundle: Any, prepared: list[Prepared], repeats: int) -> dict[str, Any]:
+    crops = np.concatenate([p.crops for p in prepared]).astype(np.float32) / 255.0
+    with quiet_tensorflow():
+        forms = {"trained": GlyphClassifier(trained_network(bundle)[0], bundle.charset, batch_size=4096),
+                 "reading": GlyphClassifier.from_bundle(bundle, precision="float32")}
+        for classifier in forms.values():
+            classifier.warm_up()
+    texts = {name: [r.text for r, *_ in read_segments(prepared, c, bundle.lengths)] for name, c in forms.items()}
+    probs, seconds = _timed({name: functools.partial(c.predict, crops) for name, c in forms.items()}, repeats)
+    a, b = probs["trained"], probs["reading"]
+    return {"crops": len(crops),
+            "readings_differing": sum(x != y for x, y in zip(texts["trained"], texts["reading"], strict=True)),
+            "crops_top_class_differing": int((a.argmax(axis=1) != b.argmax(axis=1)).sum()),
+            "max_probability_difference": float(np.abs(a - b).max()), **_speed(seconds, len(crops), "crop")}
+
+
+def crnn(bundle: Any, prepared: list[Prepared], repeats: int) -> dict[str, Any]:
+    entry = bundle.reader("ctc")
+    with quiet_tensorflow():
+        reading = CtcReader.from_bundle(bundle)
+        training, inference = build_crnn(**entry["architecture"])
+        training.load_weights(bundle.weights_path("ctc"))
+        trained = CtcReader(inference, reading.charset, reading.height, reading.width)
+    x = prepare_batch([p.gray for p in prepared], height=reading.height, width=reading.width)
+    forms = {"trained": trained, "reading": reading}
+    for reader in forms.values():
+        reader.read_inputs(x[:2])  # trace the predict function before timing
+    def run(reader: CtcReader) -> np.ndarray:  # 256 images a call, as CtcReader.read_inputs
+        return np.concatenate([reader.predict_probs(x[i : i + 256]) for i in range(0, len(x), 256)])
+
+    probs, seconds = _timed({name: functools.partial(run, r) for name, r in forms.items()}, repeats)
+    texts = {name: [t for t, _ in decode(p, reading.charset)] for name, p in probs.items()}
+    return {"images": len(x),
+            "readings_differing": sum(a != b for a, b in zip(texts["trained"], texts["reading"], strict=True)),
+            "max_probability_difference": float(np.abs(probs["trained"] - probs["reading"]).max()),
+            **_speed(seconds, len(x), "image")}
+
+
+def measure(model: str, repeats: int) -> dict[str, Any]:
+    bundle = load_bundle(model)
+    folder = ROOT / bundle.manifest["data"]["folder"]
+    params = StageParams.from_dict(bundle.manifest.get("params"))
+    paths = [item.path for item in list_images(folder)]
+    prepared: list[Prepared] = [p for chunk in iter_prepared(paths, params=params, lengths=bundle.lengths,
+                                                             height=bundle.image_height)
+                                for p in chunk if not isinstance(p, str)]
+    result: dict[str, Any] = {"model": bundle.name, "folder": str(folder), "images": len(prepared)}
+    if bundle.reader("glyph") is not None:
+        result["glyph_cnn"] = glyph_cnn(bundle, prepared, repeats)
+    if bundle.reader("ctc") is not None:
+        result["crnn"] = crnn(bundle, prepared, repeats)
+    for network in ("glyph_cnn", "crnn"):
+        if network in result:
+            r = result[network]
+            print(f"{bundle.name} {network}: {r['readings_differing']} of {len(prepared)} readings differ, "
+                  f"largest probability difference {r['max_probability_difference']:.1e}; the reading form "
+                  f"{r['speed_ratio_reading_over_trained']}x as fast", flush=True)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", help="bundle name or path (repeatable; default both shipped)")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    results = [measure(m, args.repeats) for m in (args.model or ["captcha_v2", "wp_rsc"])]
+    RESULTS.mkdir(exist_ok=True)
+    command = "python bench/reading_forms.py " + " ".join(sys.argv[1:])
+    (RESULTS / "reading_forms.json").write_text(json.dumps({"command": command.strip(), "cpus": os.cpu_count(),
+                                                        "bundles": results}, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
