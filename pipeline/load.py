@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import warnings
+import zlib
 from pathlib import Path
 
 import cv2
@@ -46,6 +47,9 @@ def load_gray(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS) -> np
     data = _read_bytes(source)
     if not data:
         raise LoadError("empty file")
+    fast = _plain_png(data, max_pixels)
+    if fast is not None:
+        return fast
     try:
         with warnings.catch_warnings():
             # Pillow warns (rather than raises) on moderately large images; we do our own check.
@@ -71,6 +75,47 @@ def load_gray(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS) -> np
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncation and corrupt chunks as OSError / SyntaxError.
         raise LoadError(f"corrupt or truncated image ({_one_line(exc)})") from None
+
+
+#: PNG colour types OpenCV decodes exactly as Pillow does (8-bit samples, no palette, no tRNS):
+#: 2 truecolour (RGB, BGR from OpenCV), 6 truecolour with alpha (RGBA, BGRA from OpenCV).
+_PLAIN_PNG_TYPES = {2: cv2.COLOR_BGR2GRAY, 6: cv2.COLOR_BGRA2GRAY}
+
+
+def _plain_png(data: bytes, max_pixels: int) -> np.ndarray | None:
+    """The grey image of a well-formed 8-bit RGB / RGBA PNG without a tRNS chunk, decoded by
+    OpenCV (0.2 ms against Pillow's 0.6 ms for a 200x50 RGBA CAPTCHA on the 2-core machine, the
+    same pixels); None for anything else, which Pillow then decodes or explains.
+
+    Every chunk is walked and its CRC checked first, so that OpenCV never meets a truncated or
+    corrupt file (its PNG decoder prints to stderr when it does): a damaged file goes to Pillow,
+    whose error becomes the file's reason.
+    """
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or len(data) < 33 or data[12:16] != b"IHDR":
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    depth, colour, interlace = data[24], data[25], data[28]
+    if depth != 8 or colour not in _PLAIN_PNG_TYPES or interlace != 0 or not 0 < width * height <= max_pixels:
+        return None
+    offset = 8
+    while True:  # length (4) + type (4) + data + CRC (4), up to IEND
+        if offset + 12 > len(data):
+            return None
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        kind = data[offset + 4 : offset + 8]
+        end = offset + 8 + length
+        if end + 4 > len(data) or kind == b"tRNS":
+            return None
+        if zlib.crc32(data[offset + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
+            return None
+        offset = end + 4
+        if kind == b"IEND":
+            break
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None or decoded.shape[:2] != (height, width) or decoded.dtype != np.uint8:
+        return None
+    grey = np.asarray(cv2.cvtColor(decoded, _PLAIN_PNG_TYPES[colour]), dtype=np.uint8)
+    return grey if colour == 2 else _composite(grey, decoded[..., 3])
 
 
 def fit_height(gray: np.ndarray, height: int) -> np.ndarray:

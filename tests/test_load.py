@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import pipeline.load as load_module
 from pipeline.load import LoadError, fit_height, load_gray
 
 
@@ -125,3 +126,48 @@ def test_fit_height_keeps_aspect():
     gray = np.zeros((25, 100), np.uint8)
     assert fit_height(gray, 50).shape == (50, 200)
     assert fit_height(gray, 25) is gray
+
+
+def _pillow_only(data: bytes, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
+    with monkeypatch.context() as m:
+        m.setattr(load_module, "_plain_png", lambda data, max_pixels: None)
+        return load_gray(data)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_plain_pngs_decode_by_opencv_to_pillows_pixels(mode: str, monkeypatch: pytest.MonkeyPatch):
+    rng = np.random.default_rng(5)
+    arr = rng.integers(0, 256, (17, 23, len(mode)), dtype=np.uint8)
+    if mode == "RGBA":
+        arr[..., 3] = rng.choice([0, 90, 255], size=(17, 23))  # transparent, half, opaque
+    data = encode(Image.fromarray(arr, mode))
+    assert load_module._plain_png(data, load_module.MAX_PIXELS) is not None  # the fast path took it
+    np.testing.assert_array_equal(load_gray(data), _pillow_only(data, monkeypatch))
+
+
+def _rgb_png(**save: object) -> bytes:
+    return encode(Image.fromarray(np.random.default_rng(6).integers(0, 256, (9, 11, 3), dtype=np.uint8), "RGB"),
+                  **save)
+
+
+def _bad_crc(data: bytes) -> bytes:
+    damaged = bytearray(data)
+    damaged[40] ^= 0xFF  # inside the first chunk after IHDR: its CRC no longer matches
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        encode(Image.new("L", (9, 11), 40)),  # grey
+        encode(Image.new("P", (9, 11))),  # palette
+        encode(Image.fromarray(np.full((9, 11), 1000, np.uint16))),  # 16-bit
+        _rgb_png(transparency=(0, 0, 0)),  # a tRNS colour key: Pillow's reading of it stays
+        _rgb_png()[:-20],  # truncated
+        _bad_crc(_rgb_png()),  # corrupt
+        encode(Image.new("RGB", (3000, 3000))),  # over max_pixels=1,000,000 below
+        encode(Image.new("RGB", (9, 11)), "BMP"),  # not a PNG
+    ],
+)
+def test_anything_but_a_sound_plain_png_goes_to_pillow(data: bytes):
+    assert load_module._plain_png(data, 1_000_000) is None
