@@ -28,12 +28,12 @@ RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.batches import iter_prepared  # noqa: E402
+from pipeline.batches import prepare_all  # noqa: E402
 from pipeline.bundle import load_bundle, quiet_tensorflow  # noqa: E402
 from pipeline.config import StageParams  # noqa: E402
 from pipeline.dataset import list_images  # noqa: E402
 from pipeline.glyph_cnn import GlyphClassifier, cpu_has_bf16  # noqa: E402
-from pipeline.recognize import Prepared, read_segments  # noqa: E402
+from pipeline.recognize import read_segments  # noqa: E402
 
 
 def measure(model: str) -> dict:
@@ -41,9 +41,7 @@ def measure(model: str) -> dict:
     folder = ROOT / bundle.manifest["data"]["folder"]
     params = StageParams.from_dict(bundle.manifest.get("params"))
     paths = [item.path for item in list_images(folder)]
-    prepared: list[Prepared] = [p for chunk in iter_prepared(paths, params=params, lengths=bundle.lengths,
-                                                             height=bundle.image_height)
-                                for p in chunk if not isinstance(p, str)]
+    prepared = prepare_all(paths, params=params, lengths=bundle.lengths, height=bundle.image_height)
     crops = np.concatenate([p.crops for p in prepared]).astype(np.float32) / 255.0
     texts, probs, seconds = {}, {}, {}
     for precision in ("float32", "bfloat16"):

@@ -35,7 +35,7 @@ RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.batches import iter_prepared  # noqa: E402
+from pipeline.batches import prepare_all  # noqa: E402
 from pipeline.bundle import load_bundle, quiet_tensorflow  # noqa: E402
 from pipeline.config import StageParams  # noqa: E402
 from pipeline.crnn import CtcReader, build_crnn, decode  # noqa: E402
@@ -107,9 +107,7 @@ def measure(model: str, repeats: int) -> dict[str, Any]:
     folder = ROOT / bundle.manifest["data"]["folder"]
     params = StageParams.from_dict(bundle.manifest.get("params"))
     paths = [item.path for item in list_images(folder)]
-    prepared: list[Prepared] = [p for chunk in iter_prepared(paths, params=params, lengths=bundle.lengths,
-                                                             height=bundle.image_height)
-                                for p in chunk if not isinstance(p, str)]
+    prepared = prepare_all(paths, params=params, lengths=bundle.lengths, height=bundle.image_height)
     result: dict[str, Any] = {"model": bundle.name, "folder": str(folder), "images": len(prepared)}
     if bundle.reader("glyph") is not None:
         result["glyph_cnn"] = glyph_cnn(bundle, prepared, repeats)

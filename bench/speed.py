@@ -1,7 +1,7 @@
 """Throughput of ``python -m pipeline.run`` over 2,000 images, start-up measured apart.
 
     python bench/speed.py [--model captcha_v2] [--images 2000] [--repeats 3] [--modes segment auto both ctc]
-                          [--precision auto|float32|bfloat16]
+                          [--precision auto|float32|bfloat16] [--against OTHER_CHECKOUT]
 
 Builds a temporary folder of N images (symbolic links cycling over the data set's files, so nothing
 is copied) with a labels.csv, runs the real CLI as a subprocess per mode and repeat (``--no-debug``:
@@ -9,6 +9,9 @@ stage images are for people, not throughput; the report is still accumulated), a
 output the images/s of the reading loop (decode to CSV) and the start-up time (imports, model
 load). Writes medians to ``bench/results/speed_<model>.json`` (``speed_<model>_<precision>.json``
 for a precision other than the default ``auto``), with the glyph CNN's precision that ran.
+``--against`` runs another checkout's CLI (an older commit's worktree) in turn with this one's, on
+the same folder and bundle, and writes ``speed_<model>_against.json`` with both and their ratio:
+on a machine whose speed drifts, only runs that take turns compare two versions fairly.
 """
 
 from __future__ import annotations
@@ -42,13 +45,14 @@ def build_folder(source: Path, n: int, folder: Path) -> None:
             fh.write(f"{i:05d}.png,{files[i % len(files)].stem}\n")
 
 
-def run_once(folder: Path, out: Path, model: str, mode: str, precision: str) -> tuple[float, float, float, str]:
-    """(images/s, start-up s, wall s, glyph CNN precision or "") of one CLI run."""
+def run_once(folder: Path, out: Path, model: str, mode: str, precision: str,
+             checkout: Path = ROOT) -> tuple[float, float, float, str]:
+    """(images/s, start-up s, wall s, glyph CNN precision or "") of one CLI run of ``checkout``."""
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.run", str(folder), "--out", str(out), "--model", model, "--mode", mode,
          "--no-debug", "--precision", precision],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True, text=True, cwd=checkout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     wall = time.perf_counter() - started
     if proc.returncode != 0:
@@ -59,6 +63,13 @@ def run_once(folder: Path, out: Path, model: str, mode: str, precision: str) -> 
     return rate, startup, wall, used.group(1) if used else ""
 
 
+def _figures(runs: list[tuple[float, float, float, str]]) -> dict[str, object]:
+    rates, startups, walls, used = zip(*runs, strict=True)
+    return {"images_per_second_median": statistics.median(rates), "images_per_second_runs": rates,
+            "startup_seconds_median": statistics.median(startups), "wall_seconds_median": statistics.median(walls),
+            "glyph_cnn_precision": used[0]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="captcha_v2")
@@ -67,11 +78,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--modes", nargs="+", default=["segment", "auto", "both", "ctc"])
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--against", type=Path, default=None,
+                        help="another checkout of the project (e.g. a git worktree of an older commit): its CLI "
+                        "runs in turn with this one's, run for run, and the JSON gets both and their ratio")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from pipeline.bundle import load_bundle
 
     bundle = load_bundle(args.model)
+    model_dir = bundle.path  # by path, so that another checkout reads the same bundle
     source = args.data or (ROOT / bundle.manifest["data"]["folder"])
     results: dict[str, object] = {"model": bundle.name, "precision": args.precision, "images": args.images,
                                   "repeats": args.repeats,
@@ -80,19 +95,26 @@ def main() -> int:
         folder = Path(tmp) / "images"
         folder.mkdir()
         build_folder(Path(source), args.images, folder)
+        checkouts = {"this": ROOT} if args.against is None else {"this": ROOT, "against": args.against.resolve()}
         for mode in args.modes:
-            runs = [run_once(folder, Path(tmp) / f"out_{mode}_{r}", bundle.name, mode, args.precision)
-                    for r in range(args.repeats)]
-            rates, startups, walls, used = zip(*runs, strict=True)
-            results["modes"][mode] = {  # type: ignore[index]
-                "images_per_second_median": statistics.median(rates), "images_per_second_runs": rates,
-                "startup_seconds_median": statistics.median(startups), "wall_seconds_median": statistics.median(walls),
-                "glyph_cnn_precision": used[0],
-            }
-            print(f"{bundle.name} --mode {mode}: {statistics.median(rates):.0f} images/s (median of {args.repeats}), "
-                  f"start-up {statistics.median(startups):.1f} s")
+            runs: dict[str, list[tuple[float, float, float, str]]] = {name: [] for name in checkouts}
+            for r in range(args.repeats):  # taking turns: this machine's speed drifts over minutes
+                for name, checkout in checkouts.items():
+                    runs[name].append(run_once(folder, Path(tmp) / f"out_{mode}_{name}_{r}", str(model_dir), mode,
+                                               args.precision, checkout))
+            entry = {name: _figures(one) for name, one in runs.items()}
+            results["modes"][mode] = entry["this"] if args.against is None else {  # type: ignore[index]
+                **entry, "ratio_this_over_against": round(entry["this"]["images_per_second_median"]
+                                                          / entry["against"]["images_per_second_median"], 2)}
+            line = f"{bundle.name} --mode {mode}: {entry['this']['images_per_second_median']:.0f} images/s " \
+                   f"(median of {args.repeats}), start-up {entry['this']['startup_seconds_median']:.1f} s"
+            if args.against is not None:
+                line += f"; {args.against}: {entry['against']['images_per_second_median']:.0f} images/s"
+            print(line, flush=True)
     RESULTS.mkdir(exist_ok=True)
-    suffix = "" if args.precision == "auto" else f"_{args.precision}"
+    if args.against is not None:
+        results["against"] = str(args.against)
+    suffix = ("" if args.precision == "auto" else f"_{args.precision}") + ("" if args.against is None else "_against")
     (RESULTS / f"speed_{bundle.name}{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
     return 0
 

@@ -130,3 +130,11 @@ def iter_prepared(
                                 category=UserWarning)
         work = delayed(_prepare_chunk_in_worker)
         yield from parallel(work(part, params, lengths, height, line_size) for part in chunks)
+
+
+def prepare_all(
+    paths: Sequence[Path], *, params: StageParams, lengths: tuple[int, ...], height: int, n_jobs: int | None = None
+) -> list[Prepared]:
+    """Every path that prepares, in order (:func:`iter_prepared`); the files that fail are left out."""
+    return [p for chunk in iter_prepared(paths, params=params, lengths=lengths, height=height, n_jobs=n_jobs)
+            for p in chunk if not isinstance(p, str)]
