@@ -163,6 +163,8 @@ def _bad_crc(data: bytes) -> bytes:
         encode(Image.new("P", (9, 11))),  # palette
         encode(Image.fromarray(np.full((9, 11), 1000, np.uint16))),  # 16-bit
         _rgb_png(transparency=(0, 0, 0)),  # a tRNS colour key: Pillow's reading of it stays
+        encode(Image.new("RGB", (9, 11)), save_all=True,  # animated (APNG): Pillow picks the frame
+               append_images=[Image.new("RGB", (9, 11), (255, 0, 0))]),
         _rgb_png()[:-20],  # truncated
         _bad_crc(_rgb_png()),  # corrupt
         encode(Image.new("RGB", (3000, 3000))),  # over max_pixels=1,000,000 below
