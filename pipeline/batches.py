@@ -85,7 +85,8 @@ def _prepare_chunk_in_worker(
 ) -> list[Prepared | str]:
     """:func:`_prepare_chunk` in a worker process, with OpenCV on one thread: the workers already
     fill the cores, and on CAPTCHA-sized images OpenCV's own threads only add work (CPU time of
-    the image stages 3.8 -> 2.4 ms an image on the 2-core machine, the same wall time alone)."""
+    the image stages 3.8 -> 2.4 ms an image on the 2-core machine, the same wall time alone; an
+    ad-hoc timing)."""
     cv2.setNumThreads(1)
     return _prepare_chunk(paths, params, lengths, height, line_size)
 

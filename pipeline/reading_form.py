@@ -83,8 +83,6 @@ def transfer(fast: keras.Model, trained: keras.Model, *, norm_of: Callable[[str]
             kernel, bias = weights[0], (weights[1] if len(weights) > 1 else None)
             if norm_of(layer.name) in names:
                 weights = folded(kernel, bias, trained.get_layer(norm_of(layer.name)))
-            elif bias is None:
-                weights = [kernel, np.zeros(kernel.shape[-1], kernel.dtype)]
             if tuple(layer.kernel.shape) != kernel.shape:  # on cells
                 weights = list(cell_weights(*weights))
         layer.set_weights(weights)
