@@ -26,6 +26,7 @@ from pipeline.config import StageParams
 from pipeline.glyphs import crop_glyphs, mark_plane, shade
 from pipeline.line_input import prepare_line
 from pipeline.load import fit_height
+from pipeline.paths import LatticeBatch
 from pipeline.segment import Lattice, Path, best_path, propose
 
 MODES = ("auto", "segment", "ctc", "both")
@@ -143,48 +144,132 @@ def prepare(
 
 
 def read_segments(
-    batch: Sequence[Prepared], classifier: GlyphModel, lengths: tuple[int, ...]
+    batch: Sequence[Prepared], classifier: GlyphModel, lengths: tuple[int, ...], *, every: bool = False
 ) -> list[tuple[Reading, Path | None, np.ndarray | None, np.ndarray]]:
-    """Segment-route readings of a batch: one CNN call over every candidate crop of every image.
+    """Segment-route readings of a batch, with the glyph CNN asked about as few candidate
+    segments as the exact answer needs: a few CNN calls per batch, never one per image.
 
-    Returns per image: the reading, the chosen path, the chosen crops' class probabilities, and the
-    class probabilities of every lattice segment (float (S, C + 1)).
+    A path's score is the sum of its segments' priors and log-probabilities, and a
+    log-probability is at most 0. So, for the whole batch at once:
+
+    1. classify the segments of each image's best path under the priors alone;
+    2. classify the unclassified segments of the best path when those count as 0 (the most they
+       can be);
+    3. take each image's best path through classified segments only (a lower bound of its best
+       score) and classify every segment that lies on some path whose bound (0 for the
+       unclassified) reaches it.
+
+    After 3, no path through an unclassified segment can beat the best path through classified
+    ones, so the reading is the one that classifying every segment would give: the same path,
+    the same probabilities (up to the last bits the CNN's batching moves; ``bench/lazy.py``
+    counts the readings that differ). On captcha_v2 this classifies about 9 of 23 candidate
+    segments an image. ``every`` classifies all of them in one call (training does, so that its
+    selection of epochs stays as it was).
+
+    Returns per image: the reading, the chosen path, the chosen crops' class probabilities, and
+    the class probabilities of every lattice segment (float (S, C + 1), NaN rows for the segments
+    not classified; :func:`classify_rest` fills them).
     """
-    counts = [len(p.crops) for p in batch]
+    lattices = LatticeBatch([p.lattice for p in batch])
     crops = [p.crops for p in batch if len(p.crops)]
-    shape = batch[0].crops.shape[1:] if batch else (0, 0)
-    stacked = np.concatenate(crops) if crops else np.zeros((0, *shape), np.uint8)
-    probs = classifier.predict(stacked.astype(np.float32) / 255.0)
-    reject = probs.shape[1] - 1
+    stacked = np.concatenate(crops) if crops else np.zeros((0, 1, 1), np.uint8)
+    if len(stacked) != lattices.offsets[-1]:
+        raise ValueError("every prepared image needs one crop per lattice segment")
+    n_classes = len(classifier.charset) + 1
+    probs = np.full((len(stacked), n_classes), np.nan, dtype=np.float32)
+    scores = np.zeros(len(stacked))  # log-probability of each segment's best character; 0 until classified
+    known = np.zeros(len(stacked), dtype=bool)
+
+    def classify(wanted: np.ndarray) -> None:
+        ids = np.flatnonzero(wanted & ~known)
+        if len(ids):
+            probs[ids] = classifier.predict(stacked[ids].astype(np.float32) / 255.0)
+            known[ids] = True
+            scores[ids] = _log_best(probs[ids])
+
+    if every:
+        classify(np.ones(len(stacked), dtype=bool))
+    else:
+        for round_scores in (np.zeros(len(stacked)), None):  # 1. priors alone; 2. unclassified as 0
+            wanted = np.zeros(len(stacked), dtype=bool)
+            for n in lengths:
+                score, ids = lattices.best(scores if round_scores is None else round_scores, n)
+                wanted[ids[np.isfinite(score)].ravel()] = True
+            classify(wanted)
+        bound, _ = _best_of_lengths(lattices, np.where(known, scores, -np.inf), lengths)
+        reaches = np.zeros(len(stacked), dtype=bool)
+        for n in lengths:  # 3. (a small tolerance: the pass sums in another order than the DP)
+            through = lattices.through(scores, n)
+            reaches |= np.isfinite(through) & (through >= bound[lattices.image] - 1e-9)
+        classify(reaches)
+    total, paths = _best_of_lengths(lattices, np.where(known, scores, -np.inf), lengths)
+    reject = n_classes - 1
     results = []
-    offset = 0
-    for prep, count in zip(batch, counts, strict=True):
-        p = probs[offset : offset + count]
-        offset += count
-        results.append((*_choose_path(prep.lattice, p, lengths, classifier.charset, reject), p))
+    for b, prep in enumerate(batch):
+        lo, hi = lattices.offsets[b], lattices.offsets[b + 1]
+        p = probs[lo:hi]
+        results.append((*_reading(prep.lattice, p, paths[b], lo, float(total[b]), lengths, classifier.charset,
+                                  reject), p))
     return results
 
 
-def _choose_path(
-    lattice: Lattice, probs: np.ndarray, lengths: tuple[int, ...], charset: str, reject: int
+def classify_rest(traces: Sequence[Trace], classifier: GlyphModel) -> None:
+    """Classify, in one call, the lattice segments that :func:`read_segments` left out, filling
+    ``Trace.lattice_probs`` (for :func:`reachable`, which needs every segment)."""
+    todo = [(tr, np.flatnonzero(np.isnan(tr.lattice_probs[:, 0]))) for tr in traces if tr.lattice_probs is not None]
+    todo = [(tr, ids) for tr, ids in todo if len(ids)]
+    if not todo:
+        return
+    crops = np.concatenate([tr.prepared.crops[ids] for tr, ids in todo])
+    probs = classifier.predict(crops.astype(np.float32) / 255.0)
+    offset = 0
+    for tr, ids in todo:
+        assert tr.lattice_probs is not None
+        tr.lattice_probs[ids] = probs[offset : offset + len(ids)]
+        offset += len(ids)
+
+
+def _log_best(probs: np.ndarray) -> np.ndarray:
+    """A segment's score: log-probability of its best character (reject mass counts against it)."""
+    char_p = probs[:, :-1].max(axis=1)
+    return np.log(np.maximum(char_p, 1e-6)).astype(np.float64)
+
+
+def _best_of_lengths(
+    lattices: LatticeBatch, scores: np.ndarray, lengths: tuple[int, ...]
+) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """Each image's best path over the allowed lengths (the first length wins a tie): its score
+    (``-inf``: none) and its flat segment ids (None: none)."""
+    best = np.full(len(lattices), -np.inf)
+    paths: list[np.ndarray | None] = [None] * len(lattices)
+    for n in lengths:
+        score, ids = lattices.best(scores, n)
+        for b in np.flatnonzero(np.isfinite(score) & (score > best)):
+            best[b], paths[b] = score[b], ids[b]
+    return best, paths
+
+
+def _reading(
+    lattice: Lattice, probs: np.ndarray, flat_ids: np.ndarray | None, offset: int, score: float,
+    lengths: tuple[int, ...], charset: str, reject: int,
 ) -> tuple[Reading, Path | None, np.ndarray | None]:
-    """Pick the best path of each allowed length, and the best of those."""
+    """The reading of one image's chosen path (flat segment ids, from ``offset``), or its failure."""
     if lattice.failure:
         return Reading("", np.zeros(0), lattice.failure), None, None
-    # A segment's score: log-probability of its best character (reject mass counts against it).
-    best_char = probs[:, :reject].argmax(axis=1)
-    char_p = probs[np.arange(len(probs)), best_char]
-    scores = np.log(np.maximum(char_p, 1e-6))
-    paths = [(p, n) for n in lengths if (p := best_path(lattice, scores, n)) is not None]
-    if not paths:
+    if flat_ids is None:
         return Reading("", np.zeros(0), f"no segmentation into {_lengths_text(lengths)} glyphs"), None, None
-    path, n = max(paths, key=lambda pn: pn[0].score)
-    ids = path.segment_ids
-    text = "".join(charset[c] for c in best_char[ids])
+    ids = flat_ids - offset
     chosen = probs[ids]
+    best_char = chosen[:, :reject].argmax(axis=1)
+    char_p = chosen[np.arange(len(ids)), best_char]
+    text = "".join(charset[c] for c in best_char)
+    n = len(ids)
     rejected = int((chosen.argmax(axis=1) == reject).sum())
     failure = f"found {n - rejected} glyphs, expected {n}" if rejected else None
-    return Reading(text, char_p[ids].astype(np.float64), failure), path, chosen
+    seg_from, seg_to = lattice.segments[ids, 0], lattice.segments[ids, 1]
+    boxes = np.stack([lattice.cuts[seg_from], lattice.rows[ids, 0], lattice.cuts[seg_to], lattice.rows[ids, 1]], axis=1)
+    path = Path(segment_ids=ids, boxes=boxes, score=score)
+    return Reading(text, char_p.astype(np.float64), failure), path, chosen
 
 
 def recognize(
@@ -195,6 +280,7 @@ def recognize(
     classifier: GlyphModel | None,
     line_reader: LineModel | None,
     threshold: float,
+    labels: Sequence[str | None] | None = None,
 ) -> list[Trace]:
     """Read a batch of prepared images and route each to the segment or the CTC reading.
 
@@ -202,6 +288,9 @@ def recognize(
         mode: ``auto`` (segment when it is sure, else CTC), ``segment``, ``ctc``, ``both``
             (both readers on every image; routed as auto).
         threshold: the least per-glyph confidence at which ``auto`` trusts the segment reading.
+        labels: the images' labels where known (None: unknown). An image whose segment reading
+            is not its label gets every lattice segment classified (:func:`classify_rest`), so
+            that the report can tell whether the right reading was reachable.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
@@ -212,6 +301,10 @@ def recognize(
         t = time.perf_counter()
         for trace, result in zip(traces, read_segments(batch, classifier, lengths), strict=True):
             trace.segment, trace.path, trace.glyph_probs, trace.lattice_probs = result
+        if labels is not None:
+            wrong = [tr for tr, label in zip(traces, labels, strict=True)
+                     if label is not None and tr.segment is not None and tr.segment.text != label]
+            classify_rest(wrong, classifier)
         per_image = (time.perf_counter() - t) * 1000.0 / len(traces)
         for trace in traces:
             trace.ms["classify"] = per_image
@@ -264,6 +357,8 @@ def reachable(lattice: Lattice, lattice_probs: np.ndarray, label: str, charset: 
     This is what a perfect judge of candidate cuts could reach; it separates segmentation errors
     (unreachable) from choice and classification errors (reachable but not chosen).
     """
+    if np.isnan(lattice_probs).any():
+        raise ValueError("reachable() needs every lattice segment classified (recognize.classify_rest)")
     index = {c: i for i, c in enumerate(charset)}
     if lattice.failure or not label or any(c not in index for c in label) or not len(lattice_probs):
         return False

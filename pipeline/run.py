@@ -185,7 +185,8 @@ def _run(items: list[Item], args: argparse.Namespace, bundle: Any, readers: tupl
             chunk_items = items[done : done + len(chunk)]
             ok = [(it, p) for it, p in zip(chunk_items, chunk, strict=True) if not isinstance(p, str)]
             traces = recognize([p for _, p in ok], mode=args.mode, lengths=bundle.lengths, classifier=classifier,
-                               line_reader=line_reader, threshold=threshold)
+                               line_reader=line_reader, threshold=threshold,
+                               labels=[it.label or None for it, _ in ok] if report is not None else None)
             by_item = {id(it): tr for (it, _), tr in zip(ok, traces, strict=True)}
             for it, prepared in zip(chunk_items, chunk, strict=True):
                 trace = by_item.get(id(it))

@@ -294,7 +294,7 @@ def choose_threshold(manifest: dict[str, Any], folder: Path, sel_set: tuple[Sequ
     bundle = Bundle(path=folder, manifest=manifest)
     lengths = bundle.lengths
     prepared, labels = sel_set
-    segment = [r for r, *_ in read_segments(prepared, GlyphClassifier.from_bundle(bundle), lengths)]
+    segment = [r for r, *_ in read_segments(prepared, GlyphClassifier.from_bundle(bundle), lengths, every=True)]
     ctc = [Reading(t, c) for t, c in CtcReader.from_bundle(bundle).read([p.gray for p in prepared])]
     best: tuple[float, float] = (-1.0, 0.0)
     for threshold in np.round(np.arange(0.0, 1.0001, 0.01), 2):

@@ -115,7 +115,8 @@ def test_page_renders_in_headless_chromium(tmp_path):
 def test_a_right_segment_reading_is_always_reachable():
     """reachable() is the ceiling of the segment route: every right reading must count as reachable,
     even when the reject class outweighs a glyph's best character."""
-    from pipeline.recognize import _choose_path, reachable
+    from pipeline.recognize import reachable, read_segments
+    from tests.test_paths import TableGlyphs, coded
 
     mask = np.zeros((20, 60), bool)
     for k in range(3):
@@ -125,5 +126,6 @@ def test_a_right_segment_reading_is_always_reachable():
     probs = rng.dirichlet(np.ones(4), len(lattice.segments))
     probs[:, 3] += 2.0  # reject dominates every segment
     probs /= probs.sum(axis=1, keepdims=True)
-    reading, _, _ = _choose_path(lattice, probs, (3,), CHARSET, 3)
-    assert reading.text and reachable(lattice, probs, reading.text, CHARSET)
+    reader = TableGlyphs(probs, charset=CHARSET)
+    ((reading, _, _, lattice_probs),) = read_segments(coded([lattice]), reader, (3,), every=True)
+    assert reading.text and reachable(lattice, lattice_probs, reading.text, CHARSET)
