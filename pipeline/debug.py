@@ -101,7 +101,7 @@ def _glyphs(trace: Trace) -> np.ndarray:
     crop of several channels (mask, grey levels, first-glyph mark) shows them one above the other, as the CNN
     got them."""
     assert trace.path is not None and trace.segment is not None
-    crops = trace.prepared.crops[trace.path.segment_ids]
+    crops = trace.prepared.crops_of(trace.path.segment_ids)
     crops = crops if crops.ndim == 4 else crops[..., None]  # (N, size, size, channels)
     size, channels = crops.shape[1], crops.shape[3]
     cell = size * 2

@@ -12,6 +12,28 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipeline.config import GlyphParams
+from pipeline.segment import Lattice
+
+
+def lattice_crops(
+    mask: np.ndarray, lattice: Lattice, ids: np.ndarray, *, params: GlyphParams, source: np.ndarray | None = None
+) -> np.ndarray:
+    """The classifier's input for lattice segments ``ids``: their crops (:func:`crop_glyphs`, of
+    ``source`` when given: the mask and grey-level planes), then the first-glyph mark
+    (:func:`mark_plane` of ``Lattice.opening``) where ``params.first_mark``.
+
+    Returns:
+        uint8 (N, size, size), or (N, size, size, params.channels).
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    spans = lattice.cuts[lattice.segments[ids]] if len(ids) else np.zeros((0, 2), np.int64)
+    crops = crop_glyphs(mask, spans, size=params.size, margin=params.margin, rows=lattice.rows[ids], source=source)
+    if params.first_mark:
+        planes = crops if crops.ndim == 4 else crops[..., None]
+        crops = np.concatenate([planes, mark_plane(lattice.opening[ids], params.size)[..., None]], axis=-1)
+    return crops
+
 
 def crop_glyphs(
     mask: np.ndarray, spans: np.ndarray, *, size: int = 20, margin: int = 2, rows: np.ndarray | None = None,

@@ -54,7 +54,7 @@ def coded(lattices: list[Lattice]) -> list[Prepared]:
         crops = np.zeros((len(idx), 4, 4), np.uint8)
         crops[:, 0, 0], crops[:, 0, 1] = idx % 256, idx // 256
         blank = np.zeros((30, 10), np.uint8)
-        out.append(Prepared(blank, blank.astype(bool), blank.astype(bool), lat, crops))
+        out.append(Prepared(blank, blank.astype(bool), blank.astype(bool), lat, all_crops=crops))
     return out
 
 

@@ -21,7 +21,7 @@ def trace(seg: str, ctc: str, route: str, *, n_components: int = 3, conf: float 
     for k in range(n_components):
         mask[2:8, 2 + 12 * k : 8 + 12 * k] = True
     prepared = Prepared(np.zeros((10, 40), np.uint8), mask, mask, propose(mask, lengths=(3,)),
-                        np.zeros((0, 8, 8), np.uint8), {"binarize": 1.0, "clean": 3.0})
+                        ms={"binarize": 1.0, "clean": 3.0})
     t = Trace(prepared=prepared, segment=Reading(seg, np.full(len(seg), conf)),
               ctc=Reading(ctc, np.full(len(ctc), conf)), route=route, reason="test", ms=dict(prepared.ms))
     t.text = seg if route == "segment" else ctc

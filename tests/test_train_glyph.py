@@ -23,7 +23,7 @@ def _three_touching_glyphs() -> Prepared:
     rows = np.tile([0, 10], (len(segments), 1))
     lattice = Lattice(cuts, segments, prior, rows, n_components=1)
     crops = crop_glyphs(mask, cuts[segments], size=16, margin=1)
-    return Prepared(gray=np.zeros((10, 60), np.uint8), binary=mask, cleaned=mask, lattice=lattice, crops=crops)
+    return Prepared(gray=np.zeros((10, 60), np.uint8), binary=mask, cleaned=mask, lattice=lattice, all_crops=crops)
 
 
 def test_near_copies_carry_their_glyphs_class_and_slivers_are_rejects():
