@@ -59,7 +59,7 @@ class GlyphParams:
     #: CNN sees what cleaning removed or joined. Off in bundles written before it existed.
     shade: bool = False
     #: One more crop channel, all 255 for a segment that starts the text and 0 elsewhere
-    #: (``glyphs.mark_plane``): a strike line's curled end lies over the first glyph, so an "n"
+    #: (``glyphs.lattice_crops``): a strike line's curled end lies over the first glyph, so an "n"
     #: plus that curl looks like an "m" unless the CNN knows where the crop stands. Off in
     #: bundles written before it existed.
     first_mark: bool = False

@@ -17,6 +17,7 @@ equal-width prior" segmentation; that is how glyph crops for training are first 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -42,9 +43,10 @@ class Lattice:
     starts: tuple[int, ...] = (0,)  # cut indices a path may start at, ascending
     ends: tuple[int, ...] = (-1,)  # cut indices a path may end at, ascending (-1: the last cut)
 
-    @property
+    @functools.cached_property
     def opening(self) -> np.ndarray:
-        """bool (S,): the segments that start at a start cut, i.e. that begin the text."""
+        """bool (S,): the segments that start at a start cut, i.e. that begin the text (computed
+        once: crops of a few segments at a time ask for it)."""
         if not len(self.cuts):
             return np.zeros(len(self.segments), dtype=bool)
         starts = np.array(self.starts, dtype=np.int64) % len(self.cuts)

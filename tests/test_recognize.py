@@ -142,6 +142,24 @@ def test_crops_have_the_channels_the_params_name(shade: bool, first_mark: bool, 
     assert (len(crops) == 0) == blank
 
 
+@pytest.mark.parametrize(("shade", "first_mark"), [(False, False), (True, False), (False, True), (True, True)])
+def test_crops_cut_a_few_at_a_time_are_the_crops_cut_all_at_once(shade: bool, first_mark: bool):
+    """The segment route cuts crops of a few segments per call (Prepared.crops_of); they must be
+    exactly the crops of cutting every segment, in any order and any grouping."""
+    params = StageParams(glyph=GlyphParams(shade=shade, first_mark=first_mark))
+    gray = two_glyphs()
+    gray[10, 14:24] = 0  # a thin bridge: more candidate segments
+    prepared = prepare(gray, params=params, lengths=(2, 3), height=20)
+    n = len(prepared.lattice.segments)
+    assert n >= 3 and prepared.all_crops is None  # nothing cut in prepare
+    alone = [prepare(gray, params=params, lengths=(2, 3), height=20).crops_of(np.array([i])) for i in range(n)]
+    every = prepared.crops
+    for ids in (np.arange(n)[::-1], np.array([n - 1, 0]), np.zeros(0, np.int64)):
+        np.testing.assert_array_equal(prepare(gray, params=params, lengths=(2, 3), height=20).crops_of(ids), every[ids])
+    np.testing.assert_array_equal(np.concatenate(alone), every)
+    assert "glyphs" in prepared.ms
+
+
 def test_crnn_inputs_made_with_the_stages_are_used():
     """With ``line_size`` the CRNN input is made in ``prepare`` (the workers) and read as is."""
     batch = [prepare(two_glyphs(blank=(i == 1)), params=StageParams(), lengths=(2,), height=20, line_size=(8, 24))

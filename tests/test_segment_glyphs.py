@@ -11,7 +11,7 @@ import pytest
 from pipeline.binarize import binarize
 from pipeline.clean import clean
 from pipeline.config import BinarizeParams, CleanParams, SegmentParams, StageParams
-from pipeline.glyphs import crop_glyphs, mark_plane, shade
+from pipeline.glyphs import crop_glyphs, shade
 from pipeline.segment import best_path, on_some_path, propose
 
 
@@ -230,13 +230,6 @@ def test_opening_segments_start_at_a_start_cut():
     np.testing.assert_array_equal(lat.opening, np.isin(starts_at, [10, 30]))
     assert lat.opening.any() and not lat.opening.all()
     assert not propose(np.zeros((10, 10), bool), lengths=(2,)).opening.size
-
-
-def test_mark_plane_is_constant_per_segment():
-    plane = mark_plane(np.array([True, False, True]), 4)
-    assert plane.shape == (3, 4, 4) and plane.dtype == np.uint8
-    assert (plane[0] == 255).all() and (plane[1] == 0).all() and (plane[2] == 255).all()
-    assert mark_plane(np.zeros(0, bool), 4).shape == (0, 4, 4)
 
 
 @pytest.mark.parametrize("keep_tail", [True, False])
