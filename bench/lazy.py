@@ -16,29 +16,17 @@ over minutes). Writes ``bench/results/lazy.json``.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import main_over_bundles, timed, training_images
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from reading_forms import _timed  # noqa: E402
-
-from pipeline.batches import CHUNK, prepare_all  # noqa: E402
-from pipeline.bundle import load_bundle, quiet_tensorflow  # noqa: E402
-from pipeline.config import StageParams  # noqa: E402
-from pipeline.dataset import list_images  # noqa: E402
-from pipeline.glyph_cnn import GlyphClassifier  # noqa: E402
-from pipeline.recognize import read_segments  # noqa: E402
+from pipeline.batches import CHUNK
+from pipeline.bundle import quiet_tensorflow
+from pipeline.glyph_cnn import GlyphClassifier
+from pipeline.recognize import read_segments
 
 
 class Counting:
@@ -53,11 +41,7 @@ class Counting:
 
 
 def measure(model: str, repeats: int) -> dict[str, Any]:
-    bundle = load_bundle(model)
-    folder = ROOT / bundle.manifest["data"]["folder"]
-    params = StageParams.from_dict(bundle.manifest.get("params"))
-    paths = [item.path for item in list_images(folder)]
-    prepared = prepare_all(paths, params=params, lengths=bundle.lengths, height=bundle.image_height)
+    bundle, folder, prepared = training_images(model)
     batches = [prepared[a : a + CHUNK] for a in range(0, len(prepared), CHUNK)]
     with quiet_tensorflow():
         classifier = Counting(GlyphClassifier.from_bundle(bundle, precision="float32"))
@@ -66,7 +50,7 @@ def measure(model: str, repeats: int) -> dict[str, Any]:
     def read(every: bool) -> list[Any]:
         return [r for batch in batches for r in read_segments(batch, classifier, bundle.lengths, every=every)]
 
-    out, seconds = _timed({"every": lambda: read(True), "lazy": lambda: read(False)}, repeats)
+    out, seconds = timed({"every": lambda: read(True), "lazy": lambda: read(False)}, repeats)
     classifier.asked = 0
     read(False)
     lazy_asked = classifier.asked
@@ -97,16 +81,7 @@ def _ids(path: Any) -> tuple[int, ...] | None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", help="bundle name or path (repeatable; default both shipped)")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    results = [measure(m, args.repeats) for m in (args.model or ["captcha_v2", "wp_rsc"])]
-    RESULTS.mkdir(exist_ok=True)
-    command = "python bench/lazy.py " + " ".join(sys.argv[1:])
-    (RESULTS / "lazy.json").write_text(json.dumps({"command": command.strip(), "cpus": os.cpu_count(),
-                                                   "bundles": results}, indent=1) + "\n", encoding="utf-8")
-    return 0
+    return main_over_bundles(__doc__ or "", "lazy", measure, repeats=3)
 
 
 if __name__ == "__main__":

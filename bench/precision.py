@@ -13,35 +13,20 @@ time over all crops is the median of 3 passes per precision (the CNN alone, not 
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from common import main_over_bundles, training_images
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from pipeline.batches import prepare_all  # noqa: E402
-from pipeline.bundle import load_bundle, quiet_tensorflow  # noqa: E402
-from pipeline.config import StageParams  # noqa: E402
-from pipeline.dataset import list_images  # noqa: E402
-from pipeline.glyph_cnn import GlyphClassifier, cpu_has_bf16  # noqa: E402
-from pipeline.recognize import read_segments  # noqa: E402
+from pipeline.bundle import quiet_tensorflow
+from pipeline.glyph_cnn import GlyphClassifier, cpu_has_bf16
+from pipeline.recognize import read_segments
 
 
 def measure(model: str) -> dict:
-    bundle = load_bundle(model)
-    folder = ROOT / bundle.manifest["data"]["folder"]
-    params = StageParams.from_dict(bundle.manifest.get("params"))
-    paths = [item.path for item in list_images(folder)]
-    prepared = prepare_all(paths, params=params, lengths=bundle.lengths, height=bundle.image_height)
+    bundle, folder, prepared = training_images(model)
     crops = np.concatenate([p.crops for p in prepared]).astype(np.float32) / 255.0
     texts, probs, seconds = {}, {}, {}
     for precision in ("float32", "bfloat16"):
@@ -74,15 +59,7 @@ def measure(model: str) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", help="bundle name or path (repeatable; default both shipped)")
-    args = parser.parse_args()
-    results = [measure(m) for m in (args.model or ["captcha_v2", "wp_rsc"])]
-    RESULTS.mkdir(exist_ok=True)
-    command = "python bench/precision.py " + " ".join(sys.argv[1:])
-    (RESULTS / "precision.json").write_text(json.dumps({"command": command.strip(), "bundles": results}, indent=1)
-                                            + "\n", encoding="utf-8")
-    return 0
+    return main_over_bundles(__doc__ or "", "precision", measure)
 
 
 if __name__ == "__main__":

@@ -17,44 +17,19 @@ drifts over minutes). Writes ``bench/results/reading_forms.json``.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
-import os
 import statistics
 import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import main_over_bundles, timed, training_images
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from pipeline.batches import prepare_all  # noqa: E402
-from pipeline.bundle import load_bundle, quiet_tensorflow  # noqa: E402
-from pipeline.config import StageParams  # noqa: E402
-from pipeline.crnn import CtcReader, build_crnn, decode  # noqa: E402
-from pipeline.dataset import list_images  # noqa: E402
-from pipeline.glyph_cnn import GlyphClassifier, trained_network  # noqa: E402
-from pipeline.line_input import prepare_batch  # noqa: E402
-from pipeline.recognize import Prepared, read_segments  # noqa: E402
-
-
-def _timed(forms: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    """Each form's last output and its seconds per pass, the forms taking turns."""
-    out: dict[str, Any] = {}
-    seconds: dict[str, list[float]] = {name: [] for name in forms}
-    for _ in range(repeats):
-        for name, run in forms.items():
-            started = time.perf_counter()
-            out[name] = run()
-            seconds[name].append(time.perf_counter() - started)
-    return out, seconds
+from pipeline.bundle import quiet_tensorflow
+from pipeline.crnn import CtcReader, build_crnn, decode
+from pipeline.glyph_cnn import GlyphClassifier, trained_network
+from pipeline.line_input import prepare_batch
+from pipeline.recognize import Prepared, read_segments
 
 
 def _speed(seconds: dict[str, list[float]], n: int, unit: str) -> dict[str, Any]:
@@ -72,7 +47,7 @@ def glyph_cnn(bundle: Any, prepared: list[Prepared], repeats: int) -> dict[str, 
         for classifier in forms.values():
             classifier.warm_up()
     texts = {name: [r.text for r, *_ in read_segments(prepared, c, bundle.lengths)] for name, c in forms.items()}
-    probs, seconds = _timed({name: functools.partial(c.predict, crops) for name, c in forms.items()}, repeats)
+    probs, seconds = timed({name: functools.partial(c.predict, crops) for name, c in forms.items()}, repeats)
     a, b = probs["trained"], probs["reading"]
     return {"crops": len(crops),
             "readings_differing": sum(x != y for x, y in zip(texts["trained"], texts["reading"], strict=True)),
@@ -94,7 +69,7 @@ def crnn(bundle: Any, prepared: list[Prepared], repeats: int) -> dict[str, Any]:
     def run(reader: CtcReader) -> np.ndarray:  # 256 images a call, as CtcReader.read_inputs
         return np.concatenate([reader.predict_probs(x[i : i + 256]) for i in range(0, len(x), 256)])
 
-    probs, seconds = _timed({name: functools.partial(run, r) for name, r in forms.items()}, repeats)
+    probs, seconds = timed({name: functools.partial(run, r) for name, r in forms.items()}, repeats)
     texts = {name: [t for t, _ in decode(p, reading.charset)] for name, p in probs.items()}
     return {"images": len(x),
             "readings_differing": sum(a != b for a, b in zip(texts["trained"], texts["reading"], strict=True)),
@@ -103,11 +78,7 @@ def crnn(bundle: Any, prepared: list[Prepared], repeats: int) -> dict[str, Any]:
 
 
 def measure(model: str, repeats: int) -> dict[str, Any]:
-    bundle = load_bundle(model)
-    folder = ROOT / bundle.manifest["data"]["folder"]
-    params = StageParams.from_dict(bundle.manifest.get("params"))
-    paths = [item.path for item in list_images(folder)]
-    prepared = prepare_all(paths, params=params, lengths=bundle.lengths, height=bundle.image_height)
+    bundle, folder, prepared = training_images(model)
     result: dict[str, Any] = {"model": bundle.name, "folder": str(folder), "images": len(prepared)}
     if bundle.reader("glyph") is not None:
         result["glyph_cnn"] = glyph_cnn(bundle, prepared, repeats)
@@ -123,16 +94,7 @@ def measure(model: str, repeats: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", help="bundle name or path (repeatable; default both shipped)")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    results = [measure(m, args.repeats) for m in (args.model or ["captcha_v2", "wp_rsc"])]
-    RESULTS.mkdir(exist_ok=True)
-    command = "python bench/reading_forms.py " + " ".join(sys.argv[1:])
-    (RESULTS / "reading_forms.json").write_text(json.dumps({"command": command.strip(), "cpus": os.cpu_count(),
-                                                        "bundles": results}, indent=1) + "\n", encoding="utf-8")
-    return 0
+    return main_over_bundles(__doc__ or "", "reading_forms", measure, repeats=5)
 
 
 if __name__ == "__main__":

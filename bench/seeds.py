@@ -8,6 +8,7 @@ several points with the split and the training run. This trains the glyph reader
 folder, and collects each bundle's validation figures (measured on the seed's validation split,
 which training neither learns from nor chooses by). Seeds 0, 1 and 8-17 were used while
 developing; the default seeds 3-7 were not. Writes ``bench/results/seeds_<data set>.json``.
+``--keep DIR`` keeps each seed's bundle as ``DIR/seed<N>``.
 Arguments after ``--`` go to every ``pipeline.train`` call (``-- --glyph-members 2``); the results
 then go to ``seeds_<data set>_<those arguments>.json``, and other seeds than the default to
 ``seeds_<data set>_seeds_<the seeds>[_<arguments>].json``.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +35,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "captcha_v2" / "train")
     parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="copy each seed's bundle to KEEP/seed<N> (e.g. for bench/decoding.py); default: discard")
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
@@ -51,6 +55,8 @@ def main() -> int:
             if proc.returncode != 0:
                 raise SystemExit(f"training seed {seed} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
             manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+            if args.keep is not None:
+                shutil.copytree(out, args.keep / f"seed{seed}", dirs_exist_ok=True)
             figures = manifest["readers"]["glyph"]["validation"]
             runs.append({"seed": seed, "seconds": round(time.perf_counter() - started, 1), **figures})
             print(f"seed {seed}: segment route {figures['accuracy']:.2%}, glyph accuracy "
