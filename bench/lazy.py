@@ -3,7 +3,7 @@ much faster is it?
 
     python bench/lazy.py [--model captcha_v2 --model wp_rsc] [--repeats 3]
 
-``recognize.read_segments`` classifies only the candidate segments the best path can need (three
+``recognize.read_segments`` classifies only the candidate segments the best path can need (a few
 rounds per batch; see its docstring); ``every=True`` classifies all of them in one call, as the
 segment route did before. For each bundle this runs the classic stages on every image of its
 training folder (it compares two ways of reading and measures no accuracy claim), reads it both
