@@ -34,9 +34,12 @@ MODES = ("auto", "segment", "ctc", "both")
 #: stages and the report's gallery may keep it.
 UNSURE = 0.5
 #: Rounds of step 2 of ``read_segments``. Each classifies fewer segments than the one before and
-#: costs a CNN call per batch: on captcha_v2's training images 1 round classifies 8.7 of the
-#: 23.2 candidate segments an image, 2 rounds 7.3, 3 rounds 7.1 (bench/lazy.py counts them).
-OPTIMISTIC_ROUNDS = 2
+#: costs one more CNN call per batch: on captcha_v2's training images 1 round classifies 8.7 of
+#: the 23.2 candidate segments an image, 2 rounds 7.3, 3 rounds 7.1 (``bench/lazy.py`` counts
+#: them). 2 rounds took less CPU in the reading alone, but ``pipeline.run --mode segment`` was no
+#: faster (an ad-hoc ``bench/speed.py --against`` run, 7 runs each taking turns: median 460 images/s against
+#: 510 for 1 round, within this machine's drift), so the simpler 1.
+OPTIMISTIC_ROUNDS = 1
 
 
 class GlyphModel(Protocol):
@@ -188,7 +191,7 @@ def read_segments(
     After 3, no path through an unclassified segment can beat the best path through classified
     ones, so the reading is the one that classifying every segment would give: the same path,
     the same probabilities (up to the last bits the CNN's batching moves; ``bench/lazy.py``
-    counts the readings that differ). On captcha_v2 this classifies about 7 of 23 candidate
+    counts the readings that differ). On captcha_v2 this classifies about 9 of 23 candidate
     segments an image. ``every`` classifies all of them in one call (training does, so that its
     selection of epochs stays as it was).
 
