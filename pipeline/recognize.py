@@ -192,8 +192,8 @@ def read_segments(
     ones, so the reading is the one that classifying every segment would give: the same path,
     the same probabilities (up to the last bits the CNN's batching moves; ``bench/lazy.py``
     counts the readings that differ). On captcha_v2 this classifies about 9 of 23 candidate
-    segments an image. ``every`` classifies all of them in one call (training does, so that its
-    selection of epochs stays as it was).
+    segments an image. ``every`` classifies all of them in one call (training does, so that the figures it logs and
+    records and the routing threshold it chooses stay as they were).
 
     Returns per image: the reading, the chosen path, the chosen crops' class probabilities, and
     the class probabilities of every lattice segment (float (S, C + 1), NaN rows for the segments

@@ -175,7 +175,7 @@ def segment_accuracy(
     model: Any, prepared: Sequence[Prepared], labels: Sequence[str], charset: str, lengths: tuple[int, ...]
 ) -> tuple[float, float]:
     """(whole-CAPTCHA accuracy, glyph accuracy where the length matches) of the segment route."""
-    # Every segment in one call, as when the shipped bundles were trained (the same choices of epoch).
+    # Every segment in one call, as when the shipped bundles were trained (the same figures).
     readings = read_segments(prepared, scorer_for(model, charset), lengths, every=True)
     whole = glyph_right = glyph_total = 0
     for (reading, *_), label in zip(readings, labels, strict=True):
