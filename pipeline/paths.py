@@ -2,8 +2,8 @@
 :func:`pipeline.segment.best_path`, run over a whole batch of images in a few numpy operations.
 
 The segment route asks, several times per batch, for every image's best path under some scores
-(see ``recognize.read_segments``); a Python call per image and question cost about 0.2 ms each,
-as much as the glyph CNN saved by being asked about fewer segments. Here the lattices are padded
+(see ``recognize.read_segments``); a Python call per image and question cost about 0.2 ms each
+(profiled), and there are several per image. Here the lattices are padded
 to one cut count ``K`` and stacked: a step table ``(B, K, K)`` holds each image's segment scores
 (``-inf`` where there is no segment), and each DP step is one broadcast over the batch.
 

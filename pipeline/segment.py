@@ -52,6 +52,12 @@ class Lattice:
         starts = np.array(self.starts, dtype=np.int64) % len(self.cuts)
         return (self.segments[:, :1] == starts[None, :]).any(axis=1)  # np.isin costs more on a few starts
 
+    def boxes(self, ids: np.ndarray) -> np.ndarray:
+        """int (N, 4): (x0, y0, x1, y1) of segments ``ids``, the columns between their cuts and
+        the ink rows inside them."""
+        seg_from, seg_to = self.segments[ids, 0], self.segments[ids, 1]
+        return np.stack([self.cuts[seg_from], self.rows[ids, 0], self.cuts[seg_to], self.rows[ids, 1]], axis=1)
+
     @property
     def span(self) -> tuple[int, int]:
         """Columns [x0, x1) of the text without line tails (the innermost start and end)."""
@@ -205,10 +211,7 @@ def best_path(lattice: Lattice, scores: np.ndarray, n: int) -> Path | None:
         chosen.append(int(seg_at[start, c]))
         c = start
     ids = np.array(chosen[::-1], dtype=np.int64)
-    boxes = np.stack(
-        [lattice.cuts[seg_from[ids]], lattice.rows[ids, 0], lattice.cuts[seg_to[ids]], lattice.rows[ids, 1]], axis=1
-    )
-    return Path(segment_ids=ids, boxes=boxes, score=float(best[end]))
+    return Path(segment_ids=ids, boxes=lattice.boxes(ids), score=float(best[end]))
 
 
 def on_some_path(seg_from: np.ndarray, seg_to: np.ndarray, k: int, starts: tuple[int, ...], ends: tuple[int, ...],
