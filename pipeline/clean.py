@@ -11,6 +11,17 @@ import cv2
 import numpy as np
 
 
+def components(ink: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """8-connected components of a uint8 (H, W) ink image: (count with the background, int32
+    labels, OpenCV's stats per label), as ``cv2.connectedComponentsWithStats``.
+
+    By the Grana (block-based) algorithm: the components and their stats are the same whatever
+    the algorithm, and on CAPTCHA-sized masks this one took 0.04 against 0.08 ms of OpenCV's
+    default (ad-hoc timing over captcha_v2's cleaned masks, one OpenCV thread as in the workers)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(ink, 8, cv2.CV_32S, cv2.CCL_GRANA)
+    return count, labels, stats
+
+
 def stroke_width(mask: np.ndarray) -> float:
     """Typical stroke width of the ink, pixels: twice the 90th percentile of the distance transform.
 
@@ -57,7 +68,7 @@ def clean(
         size = max(3, int(round(width * thin_ratio)) | 1)
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
         ink = np.asarray(cv2.morphologyEx(ink, cv2.MORPH_OPEN, kernel), dtype=np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    count, labels, stats = components(ink)
     if count <= 1:
         return ink.astype(bool)
     areas = stats[1:, cv2.CC_STAT_AREA]

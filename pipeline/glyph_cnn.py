@@ -7,6 +7,7 @@ is what stops a path through half an "m" from looking as good as a path through 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ from pipeline.reading_form import pooled_on_cells, transfer
 if TYPE_CHECKING:  # keras is imported lazily: start-up without a model should not pay for it
     import keras
 
+
+log = logging.getLogger(__name__)
 
 #: Inference precisions of :meth:`GlyphClassifier.from_bundle`.
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -147,6 +150,20 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def resolve_engine(engine: str, precision: str) -> str:
+    """``auto`` -> ``lite`` for float32 where this TensorFlow has TensorFlow Lite, else ``keras``
+    (bfloat16 is Keras' mixed precision policy: TensorFlow Lite does not run it)."""
+    from pipeline.lite import ENGINES, available
+
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "lite" and precision != "float32":
+        raise ValueError(f"the lite engine computes in float32, not {precision}")
+    if engine == "auto":
+        return "lite" if precision == "float32" and available() else "keras"
+    return engine
+
+
 def in_bfloat16(model: keras.Model) -> keras.Model:
     """The same network computing in bfloat16 (weights kept in float32, Keras' ``mixed_bfloat16``
     policy), except the softmax layer, which stays in float32 so that the probabilities the
@@ -183,24 +200,43 @@ class GlyphClassifier:
     """A trained glyph CNN and its character set; :meth:`predict` is one batched call. The crop
     size and channels are the model's input shape."""
 
-    def __init__(self, model: keras.Model, charset: str, *, precision: str = "float32", batch_size: int = 512) -> None:
+    def __init__(self, model: keras.Model, charset: str, *, precision: str = "float32", batch_size: int = 512,
+                 runner: Any = None) -> None:
         self.model = model
         self.charset = charset
         self.precision = precision
+        #: What computes the probabilities: the Keras model, or a form of it with the same
+        #: ``predict_on_batch`` (``lite.LiteNetwork``).
+        self.runner = model if runner is None else runner
+        self.engine = "keras" if runner is None else "lite"
         #: Crops per model call. 512: the first block's maps then stay in cache; ~20 % more crops/s
         #: than 4,096 a call on the 2-core machine (ad-hoc timing). The batch size also moves the
         #: outputs' last bits (oneDNN blocks the work by it), so training keeps its own.
         self.batch_size = batch_size
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, *, precision: str = "float32") -> GlyphClassifier:
+    def from_bundle(cls, bundle: Bundle, *, precision: str = "float32", engine: str = "auto") -> GlyphClassifier:
         """The bundle's glyph CNN, ready to predict: :func:`for_reading`, computing in
-        ``precision`` (``auto``: bfloat16 where the CPU has it natively; see :func:`in_bfloat16`)."""
+        ``precision`` (``auto``: bfloat16 where the CPU has it natively; see :func:`in_bfloat16`),
+        run by ``engine`` (:func:`resolve_engine`; ``lite``: TensorFlow Lite, ``pipeline/lite.py``).
+        ``auto`` falls back to Keras, with a warning, where the conversion fails; ``lite`` raises
+        RuntimeError then."""
         precision = resolve_precision(precision)
+        chosen = resolve_engine(engine, precision)
         model = for_reading(*trained_network(bundle))
         if precision == "bfloat16":
             model = in_bfloat16(model)
-        return cls(model, bundle.charset, precision=precision)
+        runner = None
+        if chosen == "lite":
+            from pipeline.lite import LiteNetwork
+
+            try:
+                runner = LiteNetwork(model)
+            except RuntimeError as exc:
+                if engine == "lite":
+                    raise
+                log.warning("glyph CNN read by Keras: %s", exc)
+        return cls(model, bundle.charset, precision=precision, runner=runner)
 
     def warm_up(self) -> None:
         """Trace the model's predict function now (two batch sizes, so the trace Keras keeps
@@ -225,5 +261,5 @@ class GlyphClassifier:
         # predict_on_batch runs Keras' compiled predict function: ~1.6x the crops/s of an eager
         # model(x) call on this CPU (bench: 33.6k vs 20.4k crops/s).
         step = self.batch_size
-        parts = [np.asarray(self.model.predict_on_batch(x[i : i + step])) for i in range(0, len(x), step)]
+        parts = [np.asarray(self.runner.predict_on_batch(x[i : i + step])) for i in range(0, len(x), step)]
         return np.concatenate(parts, axis=0)

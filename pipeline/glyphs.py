@@ -87,24 +87,26 @@ def crop_glyphs(
         last = np.where(has, h - mask[::-1].argmax(axis=0), 0)
         rows = np.array([(first[a:b].min(initial=h), last[a:b].max(initial=0)) for a, b in zip(x0, x1, strict=True)],
                         dtype=np.int64).reshape(-1, 2)
-    for n in range(len(spans)):
-        c0, c1 = int(lo[n]), int(hi[n])
-        if c1 <= c0 or c0 < x0[n] or c1 > x1[n]:
-            continue  # no ink in these columns
-        r0, r1 = int(rows[n, 0]), int(rows[n, 1])
+    # Each crop's box and its place on the canvas, for all crops at once (the same float64
+    # arithmetic and round-half-to-even as Python's per crop); the loop only cuts and resizes.
+    has_ink = (hi > lo) & (lo >= x0) & (hi <= x1)
+    ph, pw = rows[:, 1] - rows[:, 0], hi - lo
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = inner / np.maximum(ph, pw)
+        nh = np.maximum(1, np.rint(ph * scale)).astype(np.int64)
+        nw = np.maximum(1, np.rint(pw * scale)).astype(np.int64)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    boxes = np.stack([rows[:, 0], rows[:, 1], lo, hi, nh, nw, top, left], axis=1)[has_ink]
+    for n, (r0, r1, c0, c1, h_, w_, t_, l_) in zip(np.flatnonzero(has_ink).tolist(), boxes.tolist(), strict=True):
         piece = ink[r0:r1, c0:c1]
-        ph, pw = piece.shape[:2]
-        scale = inner / max(ph, pw)
-        nh, nw = max(1, int(round(ph * scale))), max(1, int(round(pw * scale)))
-        top, left = (size - nh) // 2, (size - nw) // 2
-        window = out[n, top : top + nh, left : left + nw]
+        window = out[n, t_ : t_ + h_, l_ : l_ + w_]
         if planes:
             # Plane by plane: OpenCV's multi-channel INTER_AREA rounds differently (by one level),
             # and crops must stay what the shipped models were trained on.
             for c in range(planes[0]):
-                window[..., c] = cv2.resize(piece[..., c], (nw, nh), interpolation=cv2.INTER_AREA)
+                window[..., c] = cv2.resize(piece[..., c], (w_, h_), interpolation=cv2.INTER_AREA)
         else:
-            window[...] = cv2.resize(piece, (nw, nh), interpolation=cv2.INTER_AREA)
+            window[...] = cv2.resize(piece, (w_, h_), interpolation=cv2.INTER_AREA)
     return out
 
 

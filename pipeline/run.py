@@ -30,6 +30,7 @@ from pipeline.bundle import DEFAULT_MODEL, BundleError, load_bundle, quiet_tenso
 from pipeline.config import StageParams
 from pipeline.dataset import FolderError, Item, list_images, plausible_labels
 from pipeline.glyph_cnn import PRECISIONS
+from pipeline.lite import ENGINES
 from pipeline.recognize import MODES, UNSURE, Trace, recognize
 
 log = logging.getLogger("pipeline.run")
@@ -75,6 +76,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="glyph CNN arithmetic: auto (default) is bfloat16 where the CPU has it natively "
                         "(faster; rarely a different reading, see bench/results/precision.json), else float32")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="what runs the glyph CNN: auto (default) is TensorFlow Lite for float32 where "
+                        "TensorFlow has it (less CPU an image, see bench/results/reading_forms.json), else Keras")
     parser.add_argument("--jobs", type=int, default=default_jobs(), help="worker processes for the image stages")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar, warnings only")
     return parser.parse_args(argv)
@@ -102,8 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bundle = load_bundle(args.model)
         with quiet_tensorflow():
-            readers = load_readers(bundle, args.mode, args.precision)
-    except (BundleError, ValueError, OSError) as exc:
+            readers = load_readers(bundle, args.mode, args.precision, args.engine)
+    except (BundleError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: --engine lite unavailable
         log.error("model %s: %s", args.model, exc)
         return ExitCode.MODEL_ERROR
 
@@ -125,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     startup = time.perf_counter() - started
     # The report records what "auto" became (nothing where the glyph CNN does not run).
     args.precision = readers[0].precision if readers[0] is not None else None
-    precision = f", glyph CNN in {args.precision}" if args.precision else ""
+    args.engine = readers[0].engine if readers[0] is not None else None
+    precision = f", glyph CNN in {args.precision} by {args.engine}" if args.precision else ""
     log.info("%d images in %s; model %s (%s); mode %s%s; start-up %.1f s",
              len(items), args.folder, bundle.name, bundle.path, args.mode, precision, startup)
     with out_csv:
@@ -135,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def load_readers(bundle: Any, mode: str, precision: str = "auto") -> tuple[Any, Any]:
+def load_readers(bundle: Any, mode: str, precision: str = "auto", engine: str = "auto") -> tuple[Any, Any]:
     """(glyph classifier or None, CTC line reader or None) that ``mode`` needs from the bundle."""
     from pipeline.glyph_cnn import GlyphClassifier
 
@@ -143,7 +148,7 @@ def load_readers(bundle: Any, mode: str, precision: str = "auto") -> tuple[Any, 
     if mode != "ctc":
         if bundle.reader("glyph") is None:
             raise ValueError(f"--mode {mode} needs a glyph reader; bundle {bundle.name!r} has none")
-        classifier = GlyphClassifier.from_bundle(bundle, precision=precision)
+        classifier = GlyphClassifier.from_bundle(bundle, precision=precision, engine=engine)
     if mode != "segment" and bundle.reader("ctc") is not None:
         from pipeline.crnn import CtcReader
 
@@ -252,7 +257,7 @@ def _write_report(out: Path, report: Any, seconds: float, args: argparse.Namespa
 
     summary = report.summary(seconds=seconds)
     summary["run"] = {"folder": str(args.folder), "model": str(args.model), "mode": args.mode,
-                      "precision": args.precision}
+                      "precision": args.precision, "engine": args.engine}
     try:
         tmp = out / "report.json.tmp"
         tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")

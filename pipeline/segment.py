@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.clean import components
+
 
 @dataclass(frozen=True)
 class Lattice:
@@ -243,7 +245,7 @@ def _failed(n_components: int, why: str) -> Lattice:
 
 def _count_components(ink: np.ndarray) -> int:
     """Connected components holding at least 10 % of the largest one's ink."""
-    count, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    count, _, stats = components(ink)
     if count <= 1:
         return 0
     areas = stats[1:, cv2.CC_STAT_AREA]

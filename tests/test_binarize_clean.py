@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from pipeline.binarize import binarize
-from pipeline.clean import clean, stroke_width
+from pipeline.clean import clean, components, stroke_width
 
 
 def test_dark_ink_on_light():
@@ -110,3 +111,15 @@ def test_bold_treatment_is_decided_per_scheme():
     params = scheme_params(thin, 24, StageParams())
     assert params.binarize.smooth == 1 and params.clean.thin_ratio == 0.0
     assert params.segment == StageParams().segment
+
+
+def test_components_are_opencvs_default_components():
+    """The faster labelling algorithm finds the same components, numbered the same, with the same stats."""
+    rng = np.random.default_rng(5)
+    for density in (0.0, 0.05, 0.3, 0.6, 1.0):
+        ink = (rng.random((50, 200)) < density).astype(np.uint8)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+        ours = components(ink)
+        assert ours[0] == count
+        np.testing.assert_array_equal(ours[1], labels)
+        np.testing.assert_array_equal(ours[2], stats)

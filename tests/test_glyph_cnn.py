@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline import lite
 from pipeline.batches import prepare_file
 from pipeline.bundle import DEFAULT_MODEL, Bundle, load_bundle, sha256_file
 from pipeline.config import StageParams
@@ -15,6 +16,7 @@ from pipeline.glyph_cnn import (
     build_glyph_cnn,
     cpu_has_bf16,
     for_reading,
+    resolve_engine,
     resolve_precision,
 )
 from pipeline.recognize import read_segments
@@ -198,3 +200,61 @@ def test_the_shipped_bundle_reads_the_samples_alike_in_bfloat16():
     assert len(crops) > 500
     assert (a.argmax(axis=1) == b.argmax(axis=1)).mean() >= 0.99
     np.testing.assert_allclose(a, b, atol=0.08)
+
+
+needs_lite = pytest.mark.skipif(not lite.available(), reason="this TensorFlow install has no tf.lite")
+
+
+def test_engines_resolve_or_explain():
+    assert resolve_engine("keras", "float32") == "keras"
+    assert resolve_engine("keras", "bfloat16") == "keras"
+    assert resolve_engine("auto", "bfloat16") == "keras"  # Keras' mixed precision: not for TensorFlow Lite
+    assert resolve_engine("auto", "float32") == ("lite" if lite.available() else "keras")
+    assert resolve_engine("lite", "float32") == "lite"
+    with pytest.raises(ValueError, match="computes in float32"):
+        resolve_engine("lite", "bfloat16")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        resolve_engine("onnx", "float32")
+
+
+@needs_lite
+def test_the_lite_form_is_the_same_function_at_any_batch_size():
+    """Batch sizes that change from call to call (each call re-plans the interpreter)."""
+    model = for_reading(_trained_looking(build_glyph_cnn(size=20, n_classes=3, channels=2), seed=3),
+                        {"size": 20, "n_classes": 3, "channels": 2})
+    runner = lite.LiteNetwork(model, threads=2)
+    assert runner.input_shape == (None, 20, 20, 2)
+    x = np.random.default_rng(1).random((40, 20, 20, 2), dtype=np.float32)
+    for a, b in ((0, 7), (7, 8), (8, 40), (0, 40), (3, 5)):
+        np.testing.assert_allclose(runner.predict_on_batch(x[a:b]), np.asarray(model.predict_on_batch(x[a:b])),
+                                   atol=1e-6)
+
+
+@needs_lite
+def test_the_shipped_bundle_reads_the_samples_alike_with_either_engine():
+    bundle = load_bundle(DEFAULT_MODEL)
+    params = StageParams.from_dict(bundle.manifest.get("params"))
+    files = sorted((ROOT / "data" / "samples").glob("*.png"))
+    prepared = [prepare_file(f, params=params, lengths=bundle.lengths, height=bundle.image_height) for f in files]
+    prepared = [p for p in prepared if not isinstance(p, str)]
+    forms = [GlyphClassifier.from_bundle(bundle, precision="float32", engine=e) for e in ("keras", "lite")]
+    assert [f.engine for f in forms] == ["keras", "lite"]
+    texts = [[reading.text for reading, *_ in read_segments(prepared, f, bundle.lengths)] for f in forms]
+    assert texts[0] == texts[1]
+    crops = np.concatenate([p.crops for p in prepared]).astype(np.float32) / 255.0
+    forms[1].batch_size = 100  # uneven last batch: the interpreter re-plans
+    a, b = (f.predict(crops) for f in forms)
+    assert (a.argmax(axis=1) == b.argmax(axis=1)).all()
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_failed_conversion_falls_back_to_keras_unless_lite_was_asked_for(monkeypatch: pytest.MonkeyPatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("TensorFlow Lite conversion failed: test")
+
+    monkeypatch.setattr(lite, "LiteNetwork", broken)
+    monkeypatch.setattr(lite, "available", lambda: True)
+    bundle = load_bundle(DEFAULT_MODEL)
+    assert GlyphClassifier.from_bundle(bundle, precision="float32", engine="auto").engine == "keras"
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        GlyphClassifier.from_bundle(bundle, precision="float32", engine="lite")

@@ -82,20 +82,22 @@ def test_accuracy_floors_on_validation_images(tmp_path: Path, name: str, mode: s
         assert {r["route"] for r in rows} == {mode}
 
 
-def test_bfloat16_reads_what_float32_reads(tmp_path: Path):
-    """--precision changes the glyph CNN's arithmetic, not the readings (bench/speed.py measures
-    what it saves); the report records which one ran."""
+@pytest.mark.parametrize(("precision", "engine"), [("bfloat16", "keras"), ("float32", "keras")])
+def test_other_arithmetic_reads_what_the_default_reads(tmp_path: Path, precision: str, engine: str):
+    """--precision and --engine change how the glyph CNN computes, not the readings (bench/speed.py
+    measures what they save); the report records what ran."""
     folder = validation_folder(tmp_path, "captcha_v2", 100)
     rows = {}
-    for precision in ("float32", "bfloat16"):
-        out = tmp_path / precision
-        assert main([str(folder), "--out", str(out), "--mode", "segment", "--precision", precision, "-q"]) == 0
-        rows[precision] = read_rows(out)
+    for name, options in (("default", []), ("other", ["--precision", precision, "--engine", engine])):
+        out = tmp_path / name
+        assert main([str(folder), "--out", str(out), "--mode", "segment", "-q", *options]) == 0
+        rows[name] = read_rows(out)
         report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-        assert report["run"]["precision"] == precision
-    assert [r["prediction"] for r in rows["float32"]] == [r["prediction"] for r in rows["bfloat16"]]
+        if name == "other":
+            assert (report["run"]["precision"], report["run"]["engine"]) == (precision, engine)
+    assert [r["prediction"] for r in rows["default"]] == [r["prediction"] for r in rows["other"]]
     confidences = [(float(a["confidence"]), float(b["confidence"])) for a, b in zip(*rows.values(), strict=True)]
-    assert max(abs(a - b) for a, b in confidences) < 0.1
+    assert max(abs(a - b) for a, b in confidences) < (0.1 if precision == "bfloat16" else 1e-3)
 
 
 def test_mode_both_writes_both_readings(tmp_path: Path):
