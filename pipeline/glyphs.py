@@ -17,35 +17,50 @@ from pipeline.segment import Lattice
 
 
 def lattice_crops(
-    mask: np.ndarray, lattice: Lattice, ids: np.ndarray, *, params: GlyphParams, source: np.ndarray | None = None
+    mask: np.ndarray, lattice: Lattice, ids: np.ndarray, *, params: GlyphParams, source: np.ndarray | None = None,
+    plan: np.ndarray | None = None,
 ) -> np.ndarray:
     """The classifier's input for lattice segments ``ids``: their crops (:func:`crop_glyphs`, of
     ``source`` when given: the mask and grey-level planes), then the first-glyph mark where
     ``params.first_mark``: a constant channel, all 255 for the segments that begin the text
     (``Lattice.opening``) and 0 for the others, a fact about the segment its pixels cannot show.
 
+    ``plan``: :func:`lattice_plan` of every segment when the caller made it already (the
+    workers do), so that only the cutting is left.
+
     Returns:
         uint8 (N, size, size), or (N, size, size, params.channels).
     """
     ids = np.asarray(ids, dtype=np.int64)
-    spans = lattice.cuts[lattice.segments[ids]] if len(ids) else np.zeros((0, 2), np.int64)
+    if plan is None:
+        plan = lattice_plan(mask, lattice, params, ids)
+    else:
+        plan = plan[ids]
+    ink = mask.astype(np.uint8) * 255 if source is None else source
     size = params.size
     if not params.first_mark:
-        return crop_glyphs(mask, spans, size=size, margin=params.margin, rows=lattice.rows[ids], source=source)
+        return cut_crops(ink, plan, size=size)
     # The crop planes are cut straight into the first channels of the output (no concatenation:
     # this runs a few times per image, in the main process), then the mark is set.
     out = np.zeros((len(ids), size, size, params.channels), dtype=np.uint8)
     planes = out[..., :-1] if source is not None and source.ndim == 3 else out[..., 0]
-    crop_glyphs(mask, spans, size=size, margin=params.margin, rows=lattice.rows[ids], source=source, out=planes)
+    cut_crops(ink, plan, size=size, out=planes)
     out[lattice.opening[ids], :, :, -1] = 255
     return out
+
+
+def lattice_plan(mask: np.ndarray, lattice: Lattice, params: GlyphParams, ids: np.ndarray | None = None) -> np.ndarray:
+    """:func:`crop_plan` of lattice segments ``ids`` (None: all of them)."""
+    ids = np.arange(len(lattice.segments)) if ids is None else np.asarray(ids, dtype=np.int64)
+    spans = lattice.cuts[lattice.segments[ids]] if len(ids) else np.zeros((0, 2), np.int64)
+    return crop_plan(mask, spans, size=params.size, margin=params.margin, rows=lattice.rows[ids])
 
 
 def crop_glyphs(
     mask: np.ndarray, spans: np.ndarray, *, size: int = 20, margin: int = 2, rows: np.ndarray | None = None,
     source: np.ndarray | None = None, out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Crops of the ink between column pairs.
+    """Crops of the ink between column pairs: :func:`crop_plan`, then :func:`cut_crops`.
 
     Args:
         mask: bool (H, W), ink True (the cleaned mask).
@@ -63,17 +78,28 @@ def crop_glyphs(
         uint8 (S, size, size), or (S, size, size, C) for a (H, W, C) source; ink 255 on 0 for the
         mask; an all-zero crop where the columns hold no ink.
     """
-    planes = () if source is None or source.ndim == 2 else source.shape[2:]
-    shape = (len(spans), size, size, *planes)
-    if out is None:
-        out = np.zeros(shape, dtype=np.uint8)
-    elif out.shape != shape or out.dtype != np.uint8:
-        raise ValueError(f"out must be uint8 {shape}, got {out.dtype} {out.shape}")
+    plan = crop_plan(mask, spans, size=size, margin=margin, rows=rows)
+    return cut_crops(mask.astype(np.uint8) * 255 if source is None else source, plan, size=size, out=out)
+
+
+def crop_plan(
+    mask: np.ndarray, spans: np.ndarray, *, size: int = 20, margin: int = 2, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Where each crop comes from and where it goes (arguments as :func:`crop_glyphs`).
+
+    A crop keeps its aspect ratio: the span's ink box (its columns tightened to the first and last
+    inked column) is scaled so that its longer side is ``size - 2 * margin`` and centred.
+
+    Returns:
+        int64 (S, 8): per span the ink box rows [r0, r1) and columns [c0, c1), then the scaled
+        box's height, width, top and left on the ``size x size`` canvas; height 0 where the
+        columns hold no ink.
+    """
+    spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    plan = np.zeros((len(spans), 8), dtype=np.int64)
     if len(spans) == 0:
-        return out
-    spans = np.asarray(spans, dtype=np.int64)
+        return plan
     h, w = mask.shape
-    ink = mask.astype(np.uint8) * 255 if source is None else source
     inner = size - 2 * margin
     # Tighten every span to its ink columns at once: the first / last inked column inside it.
     inked = np.flatnonzero(mask.any(axis=0))
@@ -87,26 +113,39 @@ def crop_glyphs(
         last = np.where(has, h - mask[::-1].argmax(axis=0), 0)
         rows = np.array([(first[a:b].min(initial=h), last[a:b].max(initial=0)) for a, b in zip(x0, x1, strict=True)],
                         dtype=np.int64).reshape(-1, 2)
-    # Each crop's box and its place on the canvas, for all crops at once (the same float64
-    # arithmetic and round-half-to-even as Python's per crop); the loop only cuts and resizes.
+    # The same float64 arithmetic and round-half-to-even as Python's round() crop by crop.
     has_ink = (hi > lo) & (lo >= x0) & (hi <= x1)
     ph, pw = rows[:, 1] - rows[:, 0], hi - lo
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = inner / np.maximum(ph, pw)
         nh = np.maximum(1, np.rint(ph * scale)).astype(np.int64)
         nw = np.maximum(1, np.rint(pw * scale)).astype(np.int64)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    boxes = np.stack([rows[:, 0], rows[:, 1], lo, hi, nh, nw, top, left], axis=1)[has_ink]
-    for n, (r0, r1, c0, c1, h_, w_, t_, l_) in zip(np.flatnonzero(has_ink).tolist(), boxes.tolist(), strict=True):
+    plan[:] = np.stack([rows[:, 0], rows[:, 1], lo, hi, nh, nw, (size - nh) // 2, (size - nw) // 2], axis=1)
+    plan[~has_ink, 4] = 0
+    return plan
+
+
+def cut_crops(ink: np.ndarray, plan: np.ndarray, *, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The crops a :func:`crop_plan` describes, cut from ``ink``: uint8 (H, W), or (H, W, C)
+    planes; into ``out`` (zeros, uint8 (S, size, size[, C])) when given."""
+    planes = ink.shape[2:]
+    shape = (len(plan), size, size, *planes)
+    if out is None:
+        out = np.zeros(shape, dtype=np.uint8)
+    elif out.shape != shape or out.dtype != np.uint8:
+        raise ValueError(f"out must be uint8 {shape}, got {out.dtype} {out.shape}")
+    for n, (r0, r1, c0, c1, nh, nw, top, left) in enumerate(plan.tolist()):
+        if nh == 0:
+            continue  # no ink in these columns
         piece = ink[r0:r1, c0:c1]
-        window = out[n, t_ : t_ + h_, l_ : l_ + w_]
+        window = out[n, top : top + nh, left : left + nw]
         if planes:
             # Plane by plane: OpenCV's multi-channel INTER_AREA rounds differently (by one level),
             # and crops must stay what the shipped models were trained on.
             for c in range(planes[0]):
-                window[..., c] = cv2.resize(piece[..., c], (w_, h_), interpolation=cv2.INTER_AREA)
+                window[..., c] = cv2.resize(piece[..., c], (nw, nh), interpolation=cv2.INTER_AREA)
         else:
-            window[...] = cv2.resize(piece, (w_, h_), interpolation=cv2.INTER_AREA)
+            window[...] = cv2.resize(piece, (nw, nh), interpolation=cv2.INTER_AREA)
     return out
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.binarize import binarize
 from pipeline.clean import clean
 from pipeline.config import GlyphParams, StageParams
-from pipeline.glyphs import lattice_crops, shade
+from pipeline.glyphs import lattice_crops, lattice_plan, shade
 from pipeline.line_input import prepare_line
 from pipeline.load import fit_height
 from pipeline.paths import LatticeBatch
@@ -76,6 +76,9 @@ class Prepared:
     line_input: np.ndarray | None = None  # float32 (h, w), the CRNN's input, when asked for
     #: every segment's crop once :attr:`crops` has cut them (or as given, e.g. by a test)
     all_crops: np.ndarray | None = field(default=None, repr=False)
+    #: every segment's ``glyphs.lattice_plan`` (where its crop comes from and goes), made with
+    #: the other stages so that the main process only cuts; None: planned when cut
+    plan: np.ndarray | None = field(default=None, repr=False)
 
     def crops_of(self, ids: np.ndarray) -> np.ndarray:
         """The crops of lattice segments ``ids``: uint8 (N, size, size) of ink 255, or
@@ -85,7 +88,7 @@ class Prepared:
         if self.all_crops is not None:
             return self.all_crops[ids]
         started = time.perf_counter()
-        crops = lattice_crops(self.cleaned, self.lattice, ids, params=self.glyph, source=self.source)
+        crops = lattice_crops(self.cleaned, self.lattice, ids, params=self.glyph, source=self.source, plan=self.plan)
         self.ms["glyphs"] = self.ms.get("glyphs", 0.0) + (time.perf_counter() - started) * 1000.0
         return crops
 
@@ -165,12 +168,13 @@ def prepare(
     lap("segment")
     # The planes crops are cut from; the crops themselves are cut when the classifier asks.
     source = np.dstack([cleaned.astype(np.uint8) * 255, shade(scaled, binary)]) if params.glyph.shade else None
+    plan = lattice_plan(cleaned, lattice, params.glyph)
     lap("glyphs")
     line_input = None
     if line_size is not None:
         line_input = prepare_line(scaled, height=line_size[0], width=line_size[1])
         lap("line_input")
-    return Prepared(scaled, binary, cleaned, lattice, params.glyph, source, ms, line_input)
+    return Prepared(scaled, binary, cleaned, lattice, params.glyph, source, ms, line_input, plan=plan)
 
 
 def read_segments(
