@@ -8,9 +8,11 @@ reads and 512 crops a call. For each bundle this runs the classic stages on ever
 training folder (it compares two forms of one network and measures no accuracy claim) and reads
 it with both forms of each network: the glyph CNN (the network as trained, normalisation layers
 and all, at 4,096 crops a call, the batch size training scores with, against
-``GlyphClassifier.from_bundle``) and the CRNN (the inference model of ``build_crnn`` against
-``CtcReader.from_bundle``). It counts the readings and the glyph crops' top classes that differ,
-and the largest difference of a probability. Each network's time over all its inputs is the
+``GlyphClassifier.from_bundle`` run by Keras, ``reading_keras``, and by TensorFlow Lite,
+``reading``, what ``pipeline.run`` uses by default where TensorFlow has it) and the CRNN (the
+inference model of ``build_crnn`` against ``CtcReader.from_bundle``). It counts the readings and
+the glyph crops' top classes that differ from the network as trained, and the largest difference
+of a probability. Each network's time over all its inputs is the
 median of ``--repeats`` passes per form, the two forms taking turns (this machine's speed
 drifts over minutes). Writes ``bench/results/reading_forms.json``.
 """
@@ -34,25 +36,33 @@ from pipeline.recognize import Prepared, read_segments
 
 def _speed(seconds: dict[str, list[float]], n: int, unit: str) -> dict[str, Any]:
     per = {name: statistics.median(s) / n * 1e6 for name, s in seconds.items()}
+    ratios = {f"speed_ratio_{name}_over_trained": round(per["trained"] / v, 2) for name, v in per.items()
+              if name != "trained"}
     return {f"microseconds_per_{unit}": {k: round(v, 2) for k, v in per.items()},
             f"microseconds_per_{unit}_runs": {k: [round(x / n * 1e6, 2) for x in s] for k, s in seconds.items()},
-            "speed_ratio_reading_over_trained": round(per["trained"] / per["reading"], 2)}
+            **ratios}
+
+
+def _differences(texts: dict[str, list[str]], probs: dict[str, np.ndarray], form: str) -> dict[str, Any]:
+    """How ``form`` differs from the network as trained: readings, crops' top classes, probabilities."""
+    a, b = probs["trained"], probs[form]
+    return {"readings_differing": sum(x != y for x, y in zip(texts["trained"], texts[form], strict=True)),
+            "crops_top_class_differing": int((a.argmax(axis=1) != b.argmax(axis=1)).sum()),
+            "max_probability_difference": float(np.abs(a - b).max())}
 
 
 def glyph_cnn(bundle: Any, prepared: list[Prepared], repeats: int) -> dict[str, Any]:
     crops = np.concatenate([p.crops for p in prepared]).astype(np.float32) / 255.0
     with quiet_tensorflow():
         forms = {"trained": GlyphClassifier(trained_network(bundle)[0], bundle.charset, batch_size=4096),
+                 "reading_keras": GlyphClassifier.from_bundle(bundle, precision="float32", engine="keras"),
                  "reading": GlyphClassifier.from_bundle(bundle, precision="float32")}
         for classifier in forms.values():
             classifier.warm_up()
     texts = {name: [r.text for r, *_ in read_segments(prepared, c, bundle.lengths)] for name, c in forms.items()}
     probs, seconds = timed({name: functools.partial(c.predict, crops) for name, c in forms.items()}, repeats)
-    a, b = probs["trained"], probs["reading"]
-    return {"crops": len(crops),
-            "readings_differing": sum(x != y for x, y in zip(texts["trained"], texts["reading"], strict=True)),
-            "crops_top_class_differing": int((a.argmax(axis=1) != b.argmax(axis=1)).sum()),
-            "max_probability_difference": float(np.abs(a - b).max()), **_speed(seconds, len(crops), "crop")}
+    return {"crops": len(crops), "reading_engine": forms["reading"].engine, **_differences(texts, probs, "reading"),
+            "reading_keras": _differences(texts, probs, "reading_keras"), **_speed(seconds, len(crops), "crop")}
 
 
 def crnn(bundle: Any, prepared: list[Prepared], repeats: int) -> dict[str, Any]:
@@ -89,7 +99,9 @@ def measure(model: str, repeats: int) -> dict[str, Any]:
             r = result[network]
             print(f"{bundle.name} {network}: {r['readings_differing']} of {len(prepared)} readings differ, "
                   f"largest probability difference {r['max_probability_difference']:.1e}; the reading form "
-                  f"{r['speed_ratio_reading_over_trained']}x as fast", flush=True)
+                  f"{r['speed_ratio_reading_over_trained']}x as fast"
+                  + (f" (by Keras {r['speed_ratio_reading_keras_over_trained']}x)" if network == "glyph_cnn" else ""),
+                  flush=True)
     return result
 
 

@@ -158,6 +158,11 @@ def test_crops_cut_a_few_at_a_time_are_the_crops_cut_all_at_once(shade: bool, fi
         np.testing.assert_array_equal(prepare(gray, params=params, lengths=(2, 3), height=20).crops_of(ids), every[ids])
     np.testing.assert_array_equal(np.concatenate(alone), every)
     assert "glyphs" in prepared.ms
+    # The plan made in prepare (the workers) only moves work: without it the crops are the same.
+    assert prepared.plan is not None and len(prepared.plan) == n
+    unplanned = prepare(gray, params=params, lengths=(2, 3), height=20)
+    unplanned.plan = None
+    np.testing.assert_array_equal(unplanned.crops_of(np.arange(n)[::-1]), every[::-1])
 
 
 def test_crnn_inputs_made_with_the_stages_are_used():
