@@ -20,6 +20,7 @@ import enum
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,6 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("no images in %s (looked for .png .jpg .jpeg .bmp .gif .webp .tif)", args.folder)
         return ExitCode.INPUT_ERROR
 
+    warming = None
+    if uses_workers(len(items), args.jobs):
+        # Part of start-up: the first images then need not wait for the workers. They start (and
+        # import the stages) on the other core while this process imports TensorFlow.
+        warming = threading.Thread(target=start_workers, args=(args.jobs,), daemon=True)
+        warming.start()
     try:
         bundle = load_bundle(args.model)
         with quiet_tensorflow():
@@ -110,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BundleError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: --engine lite unavailable
         log.error("model %s: %s", args.model, exc)
         return ExitCode.MODEL_ERROR
+    finally:
+        if warming is not None:
+            warming.join()
 
     try:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -124,8 +134,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug and not args.no_debug and any(it.label for it in items):
         args.debug_failures = True
     threshold = args.threshold if args.threshold is not None else routing_threshold(bundle)
-    if uses_workers(len(items), args.jobs):
-        start_workers(args.jobs)  # part of start-up: the first images then need not wait for them
     startup = time.perf_counter() - started
     # The report records what "auto" became (nothing where the glyph CNN does not run).
     args.precision = readers[0].precision if readers[0] is not None else None
