@@ -4,9 +4,9 @@ The converted network is the same function as the Keras one (the same weights, f
 arithmetic; only the kernels' order of additions differs). On the 2-core reference machine
 TensorFlow Lite read the glyph CNN's crops for 63-67 microseconds of CPU a crop against Keras'
 87 (ad-hoc timing); ``bench/reading_forms.py`` measures both engines' wall time on every training
-image and counts the readings that differ (none). Nothing is written or read besides the model in memory: the
-network is converted when a bundle is loaded, from the weights whose sha256 the manifest vouches
-for, so a bundle holds no second copy of them that could drift.
+image and counts the readings that differ (none). The network is converted when a bundle is
+loaded, from the weights whose sha256 the manifest vouches for (the converter passes through a
+SavedModel in a temporary folder), so a bundle holds no second copy of them that could drift.
 
 TensorFlow marks ``tf.lite.Interpreter`` as deprecated in favour of a separate package; where a
 TensorFlow install no longer has it, :func:`available` says so and readers fall back to Keras.
@@ -30,7 +30,8 @@ ENGINES = ("auto", "keras", "lite")
 
 
 def _interpreter_class() -> Any:
-    """``tf.lite.Interpreter``, or None where this TensorFlow has no TensorFlow Lite."""
+    """(``tf.lite.Interpreter``, ``tf.lite.TFLiteConverter``), or None where this TensorFlow has
+    no TensorFlow Lite."""
     try:
         import tensorflow as tf
 

@@ -79,7 +79,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "(faster; rarely a different reading, see bench/results/precision.json), else float32")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="what runs the glyph CNN: auto (default) is TensorFlow Lite for float32 where "
-                        "TensorFlow has it (less CPU an image, see bench/results/reading_forms.json), else Keras")
+                        "TensorFlow has it (faster, see bench/results/reading_forms.json), else Keras")
     parser.add_argument("--jobs", type=int, default=default_jobs(), help="worker processes for the image stages")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar, warnings only")
     return parser.parse_args(argv)
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if uses_workers(len(items), args.jobs):
         # Part of start-up: the first images then need not wait for the workers. They start (and
         # import the stages) on the other core while this process imports TensorFlow.
-        warming = threading.Thread(target=start_workers, args=(args.jobs,), daemon=True)
+        warming = threading.Thread(target=_start_workers_early, args=(args.jobs,), daemon=True)
         warming.start()
     try:
         bundle = load_bundle(args.model)
@@ -167,6 +167,15 @@ def load_readers(bundle: Any, mode: str, precision: str = "auto", engine: str = 
         if reader is not None:
             reader.warm_up()  # start-up work, not the first chunk's
     return classifier, line_reader
+
+
+def _start_workers_early(n_jobs: int) -> None:
+    """:func:`batches.start_workers` in a thread: a failure is a warning (the run starts its
+    workers again when it needs them, or reports why it cannot), not a thread's traceback."""
+    try:
+        start_workers(n_jobs)
+    except Exception as exc:  # whatever joblib raises, the run itself must still go on
+        log.warning("worker processes did not start ahead of the run: %s", exc)
 
 
 def routing_threshold(bundle: Any) -> float:

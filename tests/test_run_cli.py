@@ -224,3 +224,16 @@ def test_interrupted_run_keeps_finished_rows(tmp_path: Path, monkeypatch: pytest
     assert len(rows) == first and all(r["prediction"] and r["route"] == "segment" for r in rows)
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["images"] == first  # the report covers what was done, too
+
+
+def test_workers_that_fail_to_start_early_are_a_warning(monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture):
+    import pipeline.run as run_module
+
+    def broken(n_jobs):
+        raise OSError("no processes today")
+
+    monkeypatch.setattr(run_module, "start_workers", broken)
+    with caplog.at_level("WARNING", logger="pipeline.run"):
+        run_module._start_workers_early(2)  # must not raise
+    assert "did not start ahead of the run: no processes today" in caplog.text
