@@ -1,7 +1,7 @@
 """Throughput of ``python -m pipeline.run`` over 2,000 images, start-up measured apart.
 
     python bench/speed.py [--model captcha_v2] [--images 2000] [--repeats 3] [--modes segment auto both ctc]
-                          [--precision auto|float32|bfloat16] [--against OTHER_CHECKOUT]
+                          [--precision auto|float32|bfloat16] [--against OTHER_CHECKOUT] [--unlabelled]
 
 Builds a temporary folder of N images (symbolic links cycling over the data set's files, so nothing
 is copied) with a labels.csv, runs the real CLI as a subprocess per mode and repeat (``--no-debug``:
@@ -12,6 +12,10 @@ for a precision other than the default ``auto``), with the glyph CNN's precision
 ``--against`` runs another checkout's CLI (an older commit's worktree) in turn with this one's, on
 the same folder and bundle, and writes ``speed_<model>_against.json`` with both and their ratio:
 on a machine whose speed drifts, only runs that take turns compare two versions fairly.
+``--unlabelled`` leaves the labels out (names no model takes for labels, no labels.csv): the run
+then only reads and writes predictions.csv, with no report to accumulate and no extra
+classification for it (every candidate segment of a wrongly read image, for the report's
+reachability figure); results go to ``speed_<model>[_<precision>][_against]_unlabelled.json``.
 """
 
 from __future__ import annotations
@@ -31,14 +35,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def build_folder(source: Path, n: int, folder: Path) -> None:
+def build_folder(source: Path, n: int, folder: Path, *, labels: bool = True) -> None:
+    """N links to the data set's PNG files; with ``labels``, a labels.csv beside them (the run then
+    also builds its report), else names that no model takes for labels (predictions only)."""
     files = sorted(p for p in source.iterdir() if p.suffix.lower() == ".png")
     if not files:
         raise SystemExit(f"no PNG files in {source}")
     for i in range(n):
         src = files[i % len(files)]
         # Numbered names keep every link unique; labels.csv carries the labels.
-        (folder / f"{i:05d}{src.suffix}").symlink_to(src.resolve())
+        (folder / (f"{i:05d}" if labels else f"unlabelled-{i:05d}")).with_suffix(src.suffix).symlink_to(src.resolve())
+    if not labels:
+        return
     with (folder / "labels.csv").open("w", encoding="utf-8") as fh:
         fh.write("file,label\n")
         for i in range(n):
@@ -78,6 +86,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--modes", nargs="+", default=["segment", "auto", "both", "ctc"])
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--unlabelled", action="store_true",
+                        help="a folder without labels: the run writes predictions only, no report "
+                        "(results go to speed_<model>[...]_unlabelled.json)")
     parser.add_argument("--against", type=Path, default=None,
                         help="another checkout of the project (e.g. a git worktree of an older commit): its CLI "
                         "runs in turn with this one's, run for run, and the JSON gets both and their ratio")
@@ -89,12 +100,13 @@ def main() -> int:
     model_dir = bundle.path  # by path, so that another checkout reads the same bundle
     source = args.data or (ROOT / bundle.manifest["data"]["folder"])
     results: dict[str, object] = {"model": bundle.name, "precision": args.precision, "images": args.images,
+                                  "labelled": not args.unlabelled,
                                   "repeats": args.repeats,
                                   "cpus": os.cpu_count(), "load_average_before": os.getloadavg()[0], "modes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
         folder.mkdir()
-        build_folder(Path(source), args.images, folder)
+        build_folder(Path(source), args.images, folder, labels=not args.unlabelled)
         checkouts = {"this": ROOT} if args.against is None else {"this": ROOT, "against": args.against.resolve()}
         for mode in args.modes:
             runs: dict[str, list[tuple[float, float, float, str]]] = {name: [] for name in checkouts}
@@ -114,7 +126,8 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     if args.against is not None:
         results["against"] = str(args.against)
-    suffix = ("" if args.precision == "auto" else f"_{args.precision}") + ("" if args.against is None else "_against")
+    suffix = ("" if args.precision == "auto" else f"_{args.precision}") + ("" if args.against is None else "_against") \
+        + ("_unlabelled" if args.unlabelled else "")
     (RESULTS / f"speed_{bundle.name}{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
