@@ -45,6 +45,7 @@ def build_glyph_cnn(
     members: int = 1,
     channels: int = 1,
     reading: bool = False,
+    cells: bool = True,
 ) -> keras.Model:
     """The glyph classifier: input float32 (B, size, size, channels), output softmax (B, n_classes + 1).
 
@@ -61,9 +62,11 @@ def build_glyph_cnn(
       rows and columns the pooling reads (one zero row and column padded on the top and left,
       then a valid convolution). For 20x20 crops this leaves out 9 of conv3b's 25 positions,
       about a sixth of the network's multiply-adds.
-    * The first block's last convolution, its ReLU and pooling computed on 2x2 cells
-      (``reading_form.pooled_on_cells``): wider, and faster on a CPU, than a 3x3 convolution of
-      three channels into 16.
+    * With ``cells`` (for Keras), the first block's last convolution, its ReLU and pooling computed
+      on 2x2 cells (``reading_form.pooled_on_cells``): wider, and faster with Keras' CPU kernels,
+      than a 3x3 convolution of three channels into 16. TensorFlow Lite's kernels run the plain
+      convolution faster: ``cells=False`` (67 against 88 microseconds of CPU a captcha_v2 crop,
+      and 75 for the network as trained; an ad-hoc timing on the 2-core machine).
 
     The default doubles only the last block's convolution. On the captcha_v2 development splits it
     read as well as two per block (segment route mean 93.9 against 93.1 % over seeds 8-12:
@@ -89,7 +92,7 @@ def build_glyph_cnn(
                 base = f"conv{n + 1}" + ("" if count == 1 else "abcdefgh"[k])
                 name = prefix + base
                 padding = "same"
-                if reading and n == 0 and k == count - 1:
+                if reading and cells and n == 0 and k == count - 1:
                     x = pooled_on_cells(x, width=width, name=name, prefix=f"{prefix}cells_{base}")
                     break
                 if reading and k == count - 1 and side % 2:
@@ -117,11 +120,11 @@ def build_glyph_cnn(
     return keras.Model(inputs, outputs, name="glyph_cnn")
 
 
-def for_reading(model: keras.Model, arch: dict[str, Any]) -> keras.Model:
+def for_reading(model: keras.Model, arch: dict[str, Any], *, cells: bool = True) -> keras.Model:
     """The same function as a trained ``model`` (built from ``arch``), cheaper to run: the
     ``build_glyph_cnn(reading=True)`` form, with batch normalisation folded into the convolutions
     (``reading_form.transfer``)."""
-    fast = build_glyph_cnn(**{**arch, "batch_norm": False, "reading": True})
+    fast = build_glyph_cnn(**{**arch, "batch_norm": False, "reading": True, "cells": cells})
 
     def norm_of(conv: str) -> str:  # "m2_conv3a" -> "m2_bn_conv3a": member 2's; "conv3a" -> "bn_conv3a"
         prefix, _, base = conv.rpartition("_")
@@ -227,20 +230,21 @@ class GlyphClassifier:
         RuntimeError then."""
         precision = resolve_precision(precision)
         chosen = resolve_engine(engine, precision)
-        model = for_reading(*trained_network(bundle))
-        if precision == "bfloat16":
-            model = in_bfloat16(model)
-        runner = None
+        trained, arch = trained_network(bundle)
         if chosen == "lite":
             from pipeline.lite import LiteNetwork
 
+            model = for_reading(trained, arch, cells=False)  # the form Lite's kernels run fastest
             try:
-                runner = LiteNetwork(model)
+                return cls(model, bundle.charset, precision=precision, runner=LiteNetwork(model))
             except RuntimeError as exc:
                 if engine == "lite":
                     raise
                 log.warning("glyph CNN read by Keras: %s", exc)
-        return cls(model, bundle.charset, precision=precision, runner=runner)
+        model = for_reading(trained, arch)
+        if precision == "bfloat16":
+            model = in_bfloat16(model)
+        return cls(model, bundle.charset, precision=precision)
 
     def warm_up(self) -> None:
         """Trace the model's predict function now (two batch sizes, so the trace Keras keeps

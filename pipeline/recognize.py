@@ -36,10 +36,11 @@ UNSURE = 0.5
 #: Rounds of step 2 of ``read_segments``. Each classifies fewer segments than the one before and
 #: costs one more CNN call per batch: on captcha_v2's training images 1 round classifies 8.7 of
 #: the 23.2 candidate segments an image, 2 rounds 7.3, 3 rounds 7.1 (``bench/lazy.py`` counts
-#: them). 2 rounds took less CPU in the reading alone, but ``pipeline.run --mode segment`` was no
-#: faster (an ad-hoc ``bench/speed.py --against`` run, 7 runs each taking turns: median 460 images/s against
-#: 510 for 1 round, within this machine's drift), so the simpler 1.
-OPTIMISTIC_ROUNDS = 1
+#: them). A crop costs about 80 microseconds of CPU (cutting it and the CNN); a round, its path
+#: search (14 a image over a batch of 128) and one more cutting call per image, about 25; so 2
+#: (ad-hoc timings on the 2-core machine). Whole runs cannot tell 1 from 2 there, its speed
+#: drifts more than that, but once both cores are busy a run's speed is the CPU it needs.
+OPTIMISTIC_ROUNDS = 2
 
 
 class GlyphModel(Protocol):

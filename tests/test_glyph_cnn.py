@@ -132,19 +132,20 @@ def test_a_two_channel_network_reads_two_channel_crops(tmp_path: Path):
     (21, [2, 1, 1]),  # an odd crop: cells padded differently; two convolutions before the cells
     (16, 1),  # nothing to trim
 ])
-def test_the_reading_form_is_the_same_function(size: int, convs):
+@pytest.mark.parametrize("cells", [True, False])
+def test_the_reading_form_is_the_same_function(size: int, convs, cells: bool):
     """``for_reading``: normalisation folded, the last block trimmed to what its pooling reads, and
-    the first block on 2x2 cells; the same outputs as the trained network."""
+    (with ``cells``) the first block on 2x2 cells; the same outputs as the trained network."""
     arch = {"size": size, "n_classes": 3, "filters": [16, 32, 64], "convs": convs, "batch_norm": True,
             "dense": 128, "dropout": 0.3, "members": 1, "channels": 3}
     full = _trained_looking(build_glyph_cnn(**arch), 9)
-    fast = for_reading(full, arch)
+    fast = for_reading(full, arch, cells=cells)
     assert not any(layer.__class__.__name__ == "BatchNormalization" for layer in fast.layers)
     side = size // 4  # the last block's maps
     last = "conv3" if convs == 1 or convs[-1] == 1 else "conv3b"
     assert fast.get_layer(last).output.shape[1:3] == ((side - 1,) * 2 if side % 2 else (side, side))
     first = "conv1" if convs == 1 or convs[0] == 1 else "conv1b"
-    assert fast.get_layer(first).kernel.shape[:2] == (2, 2)  # on cells
+    assert fast.get_layer(first).kernel.shape[:2] == ((2, 2) if cells else (3, 3))  # on cells, or not
     crops = np.random.default_rng(10).random((6, size, size, 3), dtype=np.float32)
     np.testing.assert_allclose(np.asarray(fast.predict_on_batch(crops)),
                                np.asarray(full.predict_on_batch(crops)), rtol=1e-5, atol=1e-6)
@@ -239,6 +240,8 @@ def test_the_shipped_bundle_reads_the_samples_alike_with_either_engine():
     prepared = [p for p in prepared if not isinstance(p, str)]
     forms = [GlyphClassifier.from_bundle(bundle, precision="float32", engine=e) for e in ("keras", "lite")]
     assert [f.engine for f in forms] == ["keras", "lite"]
+    # Each engine runs the reading form its kernels are fastest on: the first block on cells or not.
+    assert [f.model.get_layer("conv1").kernel.shape[0] for f in forms] == [2, 3]
     texts = [[reading.text for reading, *_ in read_segments(prepared, f, bundle.lengths)] for f in forms]
     assert texts[0] == texts[1]
     crops = np.concatenate([p.crops for p in prepared]).astype(np.float32) / 255.0
@@ -255,6 +258,8 @@ def test_a_failed_conversion_falls_back_to_keras_unless_lite_was_asked_for(monke
     monkeypatch.setattr(lite, "LiteNetwork", broken)
     monkeypatch.setattr(lite, "available", lambda: True)
     bundle = load_bundle(DEFAULT_MODEL)
-    assert GlyphClassifier.from_bundle(bundle, precision="float32", engine="auto").engine == "keras"
+    fallback = GlyphClassifier.from_bundle(bundle, precision="float32", engine="auto")
+    assert fallback.engine == "keras"
+    assert fallback.model.get_layer("conv1").kernel.shape[0] == 2  # Keras' own reading form
     with pytest.raises(RuntimeError, match="conversion failed"):
         GlyphClassifier.from_bundle(bundle, precision="float32", engine="lite")
