@@ -13,6 +13,7 @@ Two steps, so the models always see whole batches:
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -109,9 +110,10 @@ class Reading:
     char_conf: np.ndarray  # float (len(text),), per-character confidence
     failure: str | None = None  # segmentation failure reason, or None
 
-    @property
+    @functools.cached_property
     def confidence(self) -> float:
-        """Probability-like confidence of the whole text: the product of its characters'."""
+        """Probability-like confidence of the whole text: the product of its characters' (worked
+        out once: the route, the row, the report and the debug choice each ask for it)."""
         return float(np.prod(self.char_conf)) if self.text else 0.0
 
 

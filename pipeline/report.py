@@ -8,6 +8,7 @@ serves ``pipeline.run`` (report.json / report.html) and ``bench/``.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from array import array
 from collections import Counter, defaultdict
@@ -23,6 +24,7 @@ SCHEMA_VERSION = 1
 ROUTES = ("segment", "ctc", "auto")
 #: Confidence bins of the calibration table: [0, .1), [.1, .2) ... [.9, 1].
 BINS = np.linspace(0.0, 1.0, 11)
+_BIN_EDGES = BINS.tolist()
 
 SCHEMA = {
     "schema_version": "int: version of this layout",
@@ -70,7 +72,7 @@ class RouteStats:
         total = self.conf[ok]
         total[0] += reading.confidence
         total[1] += 1
-        b = min(int(np.searchsorted(BINS, reading.confidence, side="right")) - 1, len(BINS) - 2)
+        b = min(bisect.bisect_right(_BIN_EDGES, reading.confidence) - 1, len(BINS) - 2)  # np.searchsorted's, per image
         self.bins[max(b, 0)] += (1, int(ok))
         return ok
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pipeline.recognize import Prepared, Reading, Trace
-from pipeline.report import Report, edit_distance
+from pipeline.report import BINS, Report, RouteStats, edit_distance
 from pipeline.report_html import find_chromium, render, screenshot
 from pipeline.segment import propose
 
@@ -129,3 +129,13 @@ def test_a_right_segment_reading_is_always_reachable():
     reader = TableGlyphs(probs, charset=CHARSET)
     ((reading, _, _, lattice_probs),) = read_segments(coded([lattice]), reader, (3,), every=True)
     assert reading.text and reachable(lattice, lattice_probs, reading.text, CHARSET)
+
+
+@pytest.mark.parametrize("confidence", [0.0, 0.05, 0.1, 0.2, 0.3, 0.30000000000000004, 0.7, 0.9999, 1.0])
+def test_calibration_bins_are_searchsorted_bins(confidence: float):
+    """A confidence lands in the bin np.searchsorted gives (edges are the float BINS), the top
+    edge in the last bin."""
+    stats = RouteStats()
+    stats.update(Reading("ab", np.array([confidence, 1.0])), "ab")
+    expected = min(int(np.searchsorted(BINS, np.prod([confidence, 1.0]), side="right")) - 1, len(BINS) - 2)
+    assert stats.bins[:, 0].tolist() == [int(i == max(expected, 0)) for i in range(len(BINS) - 1)]
