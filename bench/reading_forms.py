@@ -3,8 +3,9 @@
     python bench/reading_forms.py [--model captcha_v2 --model wp_rsc] [--repeats 5]
 
 ``pipeline.run`` reads with the forms of ``pipeline/reading_form.py``: batch normalisation folded,
-the first block on 2x2 cells, and for the glyph CNN the last block trimmed to what its pooling
-reads and 512 crops a call. For each bundle this runs the classic stages on every image of its
+the first block on 2x2 cells (for Keras: the glyph CNN's TensorFlow Lite form keeps the plain
+convolution, which its kernels run faster), and for the glyph CNN the last block trimmed to what
+its pooling reads and 512 crops a call. For each bundle this runs the classic stages on every image of its
 training folder (it compares two forms of one network and measures no accuracy claim) and reads
 it with both forms of each network: the glyph CNN (the network as trained, normalisation layers
 and all, at 4,096 crops a call, the batch size training scores with, against

@@ -199,7 +199,7 @@ def read_segments(
     After 3, no path through an unclassified segment can beat the best path through classified
     ones, so the reading is the one that classifying every segment would give: the same path,
     the same probabilities (up to the last bits the CNN's batching moves; ``bench/lazy.py``
-    counts the readings that differ). On captcha_v2 this classifies about 9 of 23 candidate
+    counts the readings that differ). On captcha_v2 this classifies about 7 of 23 candidate
     segments an image. ``every`` classifies all of them in one call (training does, so that the figures it logs and
     records and the routing threshold it chooses stay as they were).
 
