@@ -59,6 +59,21 @@ def clean(
     Returns:
         bool (H, W), the cleaned mask.
     """
+    return clean_counted(mask, thin_ratio=thin_ratio, min_stroke_for_opening=min_stroke_for_opening,
+                         speck_ratio=speck_ratio)[0]
+
+
+def clean_counted(
+    mask: np.ndarray,
+    *,
+    thin_ratio: float = 0.5,
+    min_stroke_for_opening: float = 3.5,
+    speck_ratio: float = 0.03,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`clean`, and the ink areas (pixels, int (N,)) of the components it kept: those are
+    the cleaned mask's own 8-connected components (dropping whole components joins or splits none
+    of the others), so the segmenter need not label them again.
+    """
     if mask.dtype != bool or mask.ndim != 2:
         raise ValueError(f"expected a bool (H, W) mask, got {mask.dtype} {mask.shape}")
     ink = mask.astype(np.uint8)
@@ -70,7 +85,7 @@ def clean(
         ink = np.asarray(cv2.morphologyEx(ink, cv2.MORPH_OPEN, kernel), dtype=np.uint8)
     count, labels, stats = components(ink)
     if count <= 1:
-        return ink.astype(bool)
+        return ink.astype(bool), np.zeros(0, dtype=np.int64)
     areas = stats[1:, cv2.CC_STAT_AREA]
     heights = stats[1:, cv2.CC_STAT_HEIGHT]
     # Text height: the tallest of the substantial components (a speck or a line tail is not text).
@@ -78,4 +93,4 @@ def clean(
     text_height = float(heights[substantial].max())
     keep = np.zeros(count, dtype=bool)
     keep[1:] = areas >= speck_ratio * text_height**2
-    return keep[labels]
+    return keep[labels], areas[keep[1:]].astype(np.int64)

@@ -165,11 +165,11 @@ def shade(gray: np.ndarray, binary: np.ndarray) -> np.ndarray:
     if gray.size >= 2**24:
         raise ValueError(f"image of {gray.size} pixels is too large to shade")
     gray = np.ascontiguousarray(gray)
-    in_ink = cv2.calcHist([gray], [0], binary.astype(np.uint8), [256], [0, 256]).ravel()
+    in_ink = cv2.calcHist([gray], [0], np.ascontiguousarray(binary).view(np.uint8), [256], [0, 256]).ravel()
     n_ink = int(in_ink.sum())
     if n_ink == 0 or n_ink == gray.size:
         return np.zeros_like(gray)
-    outside = cv2.calcHist([gray], [0], (~binary).astype(np.uint8), [256], [0, 256]).ravel()
+    outside = cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel() - in_ink  # exact: counts under 2**24
     ink = _median_of_histogram(in_ink)
     background = _median_of_histogram(outside)
     if abs(ink - background) < 1.0:

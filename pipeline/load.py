@@ -99,6 +99,7 @@ def _plain_png(data: bytes, max_pixels: int) -> np.ndarray | None:
     if depth != 8 or colour not in _PLAIN_PNG_TYPES or interlace != 0 or not 0 < width * height <= max_pixels:
         return None
     offset = 8
+    view = memoryview(data)  # CRCs over slices of it copy nothing
     while True:  # length (4) + type (4) + data + CRC (4), up to IEND
         if offset + 12 > len(data):
             return None
@@ -107,7 +108,7 @@ def _plain_png(data: bytes, max_pixels: int) -> np.ndarray | None:
         end = offset + 8 + length
         if end + 4 > len(data) or kind in (b"tRNS", b"acTL"):  # a colour key; an animated PNG's frames
             return None
-        if zlib.crc32(data[offset + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
+        if zlib.crc32(view[offset + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
             return None
         offset = end + 4
         if kind == b"IEND":

@@ -22,13 +22,13 @@ from typing import Protocol
 import numpy as np
 
 from pipeline.binarize import binarize
-from pipeline.clean import clean
+from pipeline.clean import clean_counted
 from pipeline.config import GlyphParams, StageParams
 from pipeline.glyphs import lattice_crops, lattice_plan, shade
 from pipeline.line_input import prepare_line
 from pipeline.load import fit_height
 from pipeline.paths import LatticeBatch
-from pipeline.segment import Lattice, Path, best_path, propose
+from pipeline.segment import Lattice, Path, best_path, propose, substantial
 
 MODES = ("auto", "segment", "ctc", "both")
 #: A routed reading with a lower confidence counts as unsure: ``--debug-failures`` draws its
@@ -165,9 +165,9 @@ def prepare(
     scaled = fit_height(gray, height)
     binary = binarize(scaled, **vars(params.binarize))
     lap("binarize")
-    cleaned = clean(binary, **vars(params.clean))
+    cleaned, kept = clean_counted(binary, **vars(params.clean))
     lap("clean")
-    lattice = propose(cleaned, lengths=lengths, **vars(params.segment))
+    lattice = propose(cleaned, lengths=lengths, n_components=substantial(kept), **vars(params.segment))
     lap("segment")
     # The planes crops are cut from; the crops themselves are cut when the classifier asks.
     source = np.dstack([cleaned.astype(np.uint8) * 255, shade(scaled, binary)]) if params.glyph.shade else None

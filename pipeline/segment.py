@@ -90,6 +90,7 @@ def propose(
     tail_run: float = 0.4,
     grid_step: float = 0.25,
     complete_paths_only: bool = True,
+    n_components: int | None = None,
 ) -> Lattice:
     """Candidate cuts and segments of a cleaned ink mask.
 
@@ -106,6 +107,8 @@ def propose(
         complete_paths_only: offer only segments that lie on some complete path (the others can
             never be chosen); the glyph trainer turns this off to draw reject examples from
             every plausible segment.
+        n_components: the mask's substantial components (:func:`substantial`) where the caller
+            knows its components already (``clean.clean_counted``); counted here when None.
     """
     if mask.dtype != bool or mask.ndim != 2:
         raise ValueError(f"expected a bool (H, W) mask, got {mask.dtype} {mask.shape}")
@@ -115,7 +118,8 @@ def propose(
     if rows.size == 0:
         return _failed(0, "no ink found")
     ink = mask.astype(np.uint8)
-    n_components = _count_components(ink)
+    if n_components is None:
+        n_components = _count_components(ink)
     # Text rows: where 90 % of the ink lies, robust to a stray line end above or below.
     row_ink = ink.sum(axis=1).astype(np.float64)
     cum = np.cumsum(row_ink) / row_ink.sum()
@@ -244,11 +248,15 @@ def _failed(n_components: int, why: str) -> Lattice:
 
 
 def _count_components(ink: np.ndarray) -> int:
-    """Connected components holding at least 10 % of the largest one's ink."""
+    """:func:`substantial` components of a uint8 ink image."""
     count, _, stats = components(ink)
-    if count <= 1:
+    return substantial(stats[1:count, cv2.CC_STAT_AREA])
+
+
+def substantial(areas: np.ndarray) -> int:
+    """How many of the components with these ink areas hold at least 10 % of the largest one's."""
+    if not len(areas):
         return 0
-    areas = stats[1:, cv2.CC_STAT_AREA]
     return int((areas >= 0.1 * areas.max()).sum())
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.binarize import binarize
-from pipeline.clean import clean, components, stroke_width
+from pipeline.clean import clean, clean_counted, components, stroke_width
+from pipeline.segment import propose, substantial
 
 
 def test_dark_ink_on_light():
@@ -123,3 +124,24 @@ def test_components_are_opencvs_default_components():
         assert ours[0] == count
         np.testing.assert_array_equal(ours[1], labels)
         np.testing.assert_array_equal(ours[2], stats)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.02, 0.1, 0.3])
+def test_the_kept_areas_are_the_cleaned_masks_own_components(density: float):
+    """clean_counted's areas are those of the cleaned mask's components (specks dropped, none
+    joined or split), so the lattice's count from them is the count propose makes itself."""
+    rng = np.random.default_rng(11)
+    mask = rng.random((50, 200)) < density
+    mask[10:40, 20:32] = True  # a bold glyph with a hairline, and another
+    mask[25, :] = True
+    mask[12:38, 60:70] = True
+    cleaned, kept = clean_counted(mask)
+    np.testing.assert_array_equal(cleaned, clean(mask))
+    count, _, stats = components(cleaned.astype(np.uint8))
+    assert sorted(kept.tolist()) == sorted(stats[1:count, cv2.CC_STAT_AREA].tolist())
+    assert substantial(kept) == propose(cleaned, lengths=(2,)).n_components >= 2
+
+
+def test_an_empty_mask_keeps_no_components():
+    cleaned, kept = clean_counted(np.zeros((10, 10), bool))
+    assert not cleaned.any() and kept.shape == (0,) and substantial(kept) == 0
