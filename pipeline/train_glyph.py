@@ -219,6 +219,10 @@ def _fit(
     return model, {"epochs_run": len(history), "history": history}
 
 
+#: build_glyph_cnn's arguments that choose a reading form, kept out of the manifest's architecture.
+READING_ONLY = frozenset({"reading", "cells"})
+
+
 def train_glyph_reader(
     train: tuple[Sequence[Prepared], Sequence[str]],
     select: tuple[Sequence[Prepared], Sequence[str]],
@@ -249,10 +253,10 @@ def train_glyph_reader(
         raise ValueError(f"label smoothing must be at least 0 and below 1, got {label_smoothing}")
     started = time.perf_counter()
     # The full architecture goes into the manifest, defaults included: a bundle must rebuild the
-    # same network even after build_glyph_cnn's defaults change. ``reading`` is how a network is
-    # read, not which network it is (the same function either way).
+    # same network even after build_glyph_cnn's defaults change. ``reading`` and ``cells`` are how
+    # a network is read, not which network it is (the same function either way).
     defaults = {k: v.default for k, v in inspect.signature(build_glyph_cnn).parameters.items()
-                if v.default is not inspect.Parameter.empty and k != "reading"}
+                if v.default is not inspect.Parameter.empty and k not in READING_ONLY}
     arch = {**defaults, "size": size, "n_classes": len(charset), **(architecture or {})}
     arch = {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
     members = int(arch.get("members", 1))

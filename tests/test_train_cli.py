@@ -57,6 +57,8 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     # The mask, its grey levels and the first-glyph mark: three input channels.
     assert manifest["params"]["glyph"]["shade"] is True and manifest["params"]["glyph"]["first_mark"] is True
     assert manifest["readers"]["glyph"]["architecture"]["channels"] == 3
+    # How a network is read (its reading form) is not part of which network it is.
+    assert not {"reading", "cells"} & set(manifest["readers"]["glyph"]["architecture"])
     assert 0.0 <= manifest["routing"]["threshold"] <= 1.0 and manifest["routing"]["selection_images"] == 5
     json.dumps(manifest)
 
