@@ -1,12 +1,12 @@
 """A Keras model run by TensorFlow Lite's CPU kernels (XNNPACK), for reading only.
 
 The converted network is the same function as the Keras one (the same weights, float32
-arithmetic; only the kernels' order of additions differs). On the 2-core reference machine
-TensorFlow Lite read the glyph CNN's crops for 63-67 microseconds of CPU a crop against Keras'
-87 (ad-hoc timing); ``bench/reading_forms.py`` measures both engines' wall time on every training
-image and counts the readings that differ (none). The network is converted when a bundle is
-loaded, from the weights whose sha256 the manifest vouches for (the converter passes through a
-SavedModel in a temporary folder), so a bundle holds no second copy of them that could drift.
+arithmetic; only the kernels' order of additions differs). What it saves is in
+``glyph_cnn.build_glyph_cnn`` (CPU a crop, ad-hoc) and ``bench/reading_forms.py``, which measures
+both engines' wall time on every training image and counts the readings that differ (none).
+The network is converted when a bundle is loaded, from the weights whose sha256 the manifest
+vouches for (the converter passes through a SavedModel in a temporary folder), so a bundle holds
+no second copy of them that could drift.
 
 TensorFlow marks ``tf.lite.Interpreter`` as deprecated in favour of a separate package; where a
 TensorFlow install no longer has it, :func:`available` says so and readers fall back to Keras.

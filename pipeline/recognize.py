@@ -35,12 +35,14 @@ MODES = ("auto", "segment", "ctc", "both")
 #: stages and the report's gallery may keep it.
 UNSURE = 0.5
 #: Rounds of step 2 of ``read_segments``. Each classifies fewer segments than the one before and
-#: costs one more CNN call per batch: on captcha_v2's training images 1 round classifies 8.7 of
-#: the 23.2 candidate segments an image, 2 rounds 7.3, 3 rounds 7.1 (``bench/lazy.py`` counts
-#: them). A crop costs about 80 microseconds of CPU (cutting it and the CNN); a round, its path
-#: search (14 a image over a batch of 128) and one more cutting call per image, about 25; so 2
-#: (ad-hoc timings on the 2-core machine). Whole runs cannot tell 1 from 2 there, its speed
-#: drifts more than that, but once both cores are busy a run's speed is the CPU it needs.
+#: costs one more CNN call per batch: on captcha_v2's training images the shipped bundle (label
+#: smoothing 0.1, softer probabilities) has 10.3 of the 23.5 candidate segments an image
+#: classified with 1 round, 8.7 with 2, 8.3 with 3 (the bundle before: 8.7, 7.3, 7.1; counted
+#: with ``read_segments`` as ``bench/lazy.py`` does, the same readings each way). A crop costs
+#: about 80 microseconds of CPU (cutting it and the CNN); a round, its path search (14 a image
+#: over a batch of 128) and one more cutting call per image, about 25; so 2 (ad-hoc timings on
+#: the 2-core machine). Whole runs cannot tell these apart there, its speed drifts more than
+#: that, but once both cores are busy a run's speed is the CPU it needs.
 OPTIMISTIC_ROUNDS = 2
 
 
@@ -199,7 +201,7 @@ def read_segments(
     After 3, no path through an unclassified segment can beat the best path through classified
     ones, so the reading is the one that classifying every segment would give: the same path,
     the same probabilities (up to the last bits the CNN's batching moves; ``bench/lazy.py``
-    counts the readings that differ). On captcha_v2 this classifies about 7 of 23 candidate
+    counts the readings that differ). On captcha_v2 this classifies about 9 of 23 candidate
     segments an image. ``every`` classifies all of them in one call (training does, so that the figures it logs and
     records and the routing threshold it chooses stay as they were).
 

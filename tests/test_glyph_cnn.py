@@ -219,10 +219,11 @@ def test_engines_resolve_or_explain():
 
 
 @needs_lite
-def test_the_lite_form_is_the_same_function_at_any_batch_size():
+@pytest.mark.parametrize("cells", [False, True])  # False: the form from_bundle converts
+def test_the_lite_form_is_the_same_function_at_any_batch_size(cells: bool):
     """Batch sizes that change from call to call (each call re-plans the interpreter)."""
     model = for_reading(_trained_looking(build_glyph_cnn(size=20, n_classes=3, channels=2), seed=3),
-                        {"size": 20, "n_classes": 3, "channels": 2})
+                        {"size": 20, "n_classes": 3, "channels": 2}, cells=cells)
     runner = lite.LiteNetwork(model, threads=2)
     assert runner.input_shape == (None, 20, 20, 2)
     x = np.random.default_rng(1).random((40, 20, 20, 2), dtype=np.float32)
