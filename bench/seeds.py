@@ -58,7 +58,8 @@ def main() -> int:
             if args.keep is not None:
                 shutil.copytree(out, args.keep / f"seed{seed}", dirs_exist_ok=True)
             figures = manifest["readers"]["glyph"]["validation"]
-            runs.append({"seed": seed, "seconds": round(time.perf_counter() - started, 1), **figures})
+            runs.append({"seed": seed, "seconds": round(time.perf_counter() - started, 1),
+                         "glyph_training_seconds": manifest["readers"]["glyph"]["training"]["seconds"], **figures})
             print(f"seed {seed}: segment route {figures['accuracy']:.2%}, glyph accuracy "
                   f"{figures['glyph_accuracy']:.2%} on {figures['images']} validation images", flush=True)
     summary = {}

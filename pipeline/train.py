@@ -60,7 +60,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "(default %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N labelled images")
     parser.add_argument("--glyph-epochs", type=int, default=40, help="epochs of the final glyph round")
-    parser.add_argument("--align-rounds", type=int, default=3, help="glyph crop re-alignment rounds")
+    parser.add_argument("--align-rounds", type=int, default=2,
+                        help="glyph crop re-alignment rounds (default %(default)s)")
     parser.add_argument("--glyph-members", type=int, default=1,
                         help="glyph CNNs trained in the final round from different seeds and averaged "
                              "(default %(default)s)")
