@@ -35,10 +35,11 @@ MODES = ("auto", "segment", "ctc", "both")
 #: stages and the report's gallery may keep it.
 UNSURE = 0.5
 #: Rounds of step 2 of ``read_segments``. Each classifies fewer segments than the one before and
-#: costs one more CNN call per batch: on captcha_v2's training images the shipped bundle (label
-#: smoothing 0.1, softer probabilities) has 10.3 of the 23.5 candidate segments an image
-#: classified with 1 round, 8.7 with 2, 8.3 with 3 (the bundle before: 8.7, 7.3, 7.1; counted
-#: with ``read_segments`` as ``bench/lazy.py`` does, the same readings each way). A crop costs
+#: costs one more CNN call per batch: on captcha_v2's training images the bundle shipped at
+#: commit 19e08dc (label smoothing 0.1, softer probabilities) has 10.3 of the 23.5 candidate
+#: segments an image classified with 1 round, 8.7 with 2, 8.3 with 3 (the bundle before: 8.7,
+#: 7.3, 7.1; counted with ``read_segments`` as ``bench/lazy.py`` does, the same readings each
+#: way); the one shipped now (two alignment rounds) 8.7 with 2 (``bench/lazy.py``). A crop costs
 #: about 80 microseconds of CPU (cutting it and the CNN); a round, its path search (14 a image
 #: over a batch of 128) and one more cutting call per image, about 25; so 2 (ad-hoc timings on
 #: the 2-core machine). Whole runs cannot tell these apart there, its speed drifts more than
