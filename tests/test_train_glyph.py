@@ -58,3 +58,5 @@ def test_label_smoothing_sets_a_floor_under_the_loss(smoothing: float, low: floa
     _, info = _fit(crops, classes, arch=arch, select=([], []), charset="ab", lengths=(1,), epochs=4, seed=0,
                    batch_size=32, label_smoothing=smoothing)
     assert low <= info["history"][-1]["loss"] <= high
+    # Selection figures only every fifth epoch and after the last (here: the fourth).
+    assert ["selection_accuracy" in h for h in info["history"]] == [False, False, False, True]
