@@ -261,8 +261,9 @@ def train_glyph_reader(
 
     ``select``: held-out labelled images whose segment-route accuracy is logged every fifth epoch
     and after the last (they choose nothing here; see the module docstring).
-    ``label_smoothing``: in every round, the share of each target's weight spread evenly over all outputs (Keras' ``label_smoothing``; 0: plain targets). The
-    caller measures the saved reader's figures under the bundle's final stage parameters."""
+    ``label_smoothing``: in every round, the share of each target's weight spread evenly over all
+    outputs (Keras' ``label_smoothing``; 0: plain targets). The caller measures the saved reader's figures under the
+    bundle's final stage parameters."""
     if align_rounds < 1:
         raise ValueError("align_rounds must be at least 1")
     if not 0.0 <= label_smoothing < 1.0:
