@@ -8,7 +8,8 @@ several points with the split and the training run. This trains the glyph reader
 folder, and collects each bundle's validation figures (measured on the seed's validation split,
 which training neither learns from nor chooses by). Seeds 0, 1 and 8-17 were used while
 developing; the default seeds 3-7 were not. Writes ``bench/results/seeds_<data set>.json``.
-``--keep DIR`` keeps each seed's bundle as ``DIR/seed<N>``.
+``--keep DIR`` keeps each seed's bundle as ``DIR/seed<N>``. The file is rewritten after every
+seed (``"complete": false`` until the last), so a run stopped part way keeps what it measured.
 Arguments after ``--`` go to every ``pipeline.train`` call (``-- --glyph-members 2``); the results
 then go to ``seeds_<data set>_<those arguments>.json``, and other seeds than the default to
 ``seeds_<data set>_seeds_<the seeds>[_<arguments>].json``.
@@ -43,7 +44,13 @@ def main() -> int:
     if not args.data.is_dir():
         raise SystemExit(f"no data folder {args.data}")
     name = args.data.parent.name if args.data.name == "train" else args.data.name
-    runs = []
+    # Other seeds (development splits) or training arguments go to their own file, so that they
+    # never overwrite the untuned default seeds' figures that the README quotes.
+    parts = ([] if args.seeds == DEFAULT_SEEDS else ["seeds", *map(str, args.seeds)]) + [a.lstrip("-") for a in extra]
+    tag = "".join(c if c.isalnum() else "_" for c in "_".join(parts))
+    results = RESULTS / f"seeds_{name}{'_' + tag if tag else ''}.json"
+    RESULTS.mkdir(exist_ok=True)
+    runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             out = Path(tmp) / f"seed{seed}"
@@ -62,23 +69,26 @@ def main() -> int:
                          "glyph_training_seconds": manifest["readers"]["glyph"]["training"]["seconds"], **figures})
             print(f"seed {seed}: segment route {figures['accuracy']:.2%}, glyph accuracy "
                   f"{figures['glyph_accuracy']:.2%} on {figures['images']} validation images", flush=True)
+            # After every seed: a run stopped part way (by hand, or a failed split) keeps the
+            # splits it finished, marked as not complete.
+            summary = _write(results, args, argv, extra, runs)
+    print(f"{name}, {len(runs)} seeds: segment route mean {summary['accuracy']['mean']:.2%} "
+          f"(range {summary['accuracy']['min']:.2%}-{summary['accuracy']['max']:.2%}), glyph accuracy mean "
+          f"{summary['glyph_accuracy']['mean']:.2%}")
+    return 0
+
+
+def _write(results: Path, args: argparse.Namespace, argv: list[str], extra: list[str], runs: list[dict]) -> dict:
     summary = {}
     for key in ("accuracy", "glyph_accuracy"):
         values = [r[key] for r in runs]
         summary[key] = {"mean": statistics.mean(values), "min": min(values), "max": max(values),
                         "stdev": statistics.stdev(values) if len(values) > 1 else 0.0}
-    print(f"{name}, {len(runs)} seeds: segment route mean {summary['accuracy']['mean']:.2%} "
-          f"(range {summary['accuracy']['min']:.2%}-{summary['accuracy']['max']:.2%}), glyph accuracy mean "
-          f"{summary['glyph_accuracy']['mean']:.2%}")
-    RESULTS.mkdir(exist_ok=True)
-    # Other seeds (development splits) or training arguments go to their own file, so that they
-    # never overwrite the untuned default seeds' figures that the README quotes.
-    parts = ([] if args.seeds == DEFAULT_SEEDS else ["seeds", *map(str, args.seeds)]) + [a.lstrip("-") for a in extra]
-    tag = "".join(c if c.isalnum() else "_" for c in "_".join(parts))
-    (RESULTS / f"seeds_{name}{'_' + tag if tag else ''}.json").write_text(
+    results.write_text(
         json.dumps({"data": str(args.data), "command": "python bench/seeds.py " + " ".join(argv),
-                    "train_args": extra, "runs": runs, "summary": summary}, indent=1) + "\n", encoding="utf-8")
-    return 0
+                    "train_args": extra, "complete": len(runs) == len(args.seeds), "runs": runs,
+                    "summary": summary}, indent=1) + "\n", encoding="utf-8")
+    return summary
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ on a machine whose speed drifts, only runs that take turns compare two versions 
 then only reads and writes predictions.csv, with no report to accumulate and no extra
 classification for it (every candidate segment of a wrongly read image, for the report's
 reachability figure); results go to ``speed_<model>[_<precision>][_against]_unlabelled.json``.
+``--tag NAME`` appends ``_NAME`` to the file name (a second run of the same command, kept apart).
 """
 
 from __future__ import annotations
@@ -92,7 +93,12 @@ def main() -> int:
     parser.add_argument("--against", type=Path, default=None,
                         help="another checkout of the project (e.g. a git worktree of an older commit): its CLI "
                         "runs in turn with this one's, run for run, and the JSON gets both and their ratio")
+    parser.add_argument("--tag", default="",
+                        help="added to the results file's name (speed_<model>[...]_<tag>.json), so that a second "
+                        "run of the same command does not overwrite the first")
     args = parser.parse_args()
+    if args.tag and not re.fullmatch(r"[A-Za-z0-9_-]+", args.tag):
+        parser.error(f"--tag {args.tag!r}: letters, digits, '_' and '-' only (it becomes part of a file name)")
     sys.path.insert(0, str(ROOT))
     from pipeline.bundle import load_bundle
 
@@ -127,7 +133,8 @@ def main() -> int:
     if args.against is not None:
         results["against"] = str(args.against)
     suffix = ("" if args.precision == "auto" else f"_{args.precision}") + ("" if args.against is None else "_against") \
-        + ("_unlabelled" if args.unlabelled else "")
+        + ("_unlabelled" if args.unlabelled else "") + (f"_{args.tag}" if args.tag else "")
+    results["command"] = "python bench/speed.py " + " ".join(sys.argv[1:])
     (RESULTS / f"speed_{bundle.name}{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
     return 0
 

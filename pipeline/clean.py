@@ -46,6 +46,7 @@ def clean(
     thin_ratio: float = 0.5,
     min_stroke_for_opening: float = 3.5,
     speck_ratio: float = 0.03,
+    upright_ratio: float = 0.0,
 ) -> np.ndarray:
     """Erase structures much thinner than the strokes, then connected components too small to be ink.
 
@@ -55,12 +56,15 @@ def clean(
             opening (schemes without strike lines, see ``pipeline.train.scheme_params``).
         min_stroke_for_opening: below this stroke width (pixels), skip the opening.
         speck_ratio: components with area under ``speck_ratio * text_height**2`` are removed.
+        upright_ratio: where the opening runs, also keep the ink that an upright bar
+            ``upright_ratio * stroke width`` tall (and one pixel wide) fits in: thin glyph strokes
+            that run up and down survive, strike lines that run across do not; 0: off.
 
     Returns:
         bool (H, W), the cleaned mask.
     """
     return clean_counted(mask, thin_ratio=thin_ratio, min_stroke_for_opening=min_stroke_for_opening,
-                         speck_ratio=speck_ratio)[0]
+                         speck_ratio=speck_ratio, upright_ratio=upright_ratio)[0]
 
 
 def clean_counted(
@@ -69,6 +73,7 @@ def clean_counted(
     thin_ratio: float = 0.5,
     min_stroke_for_opening: float = 3.5,
     speck_ratio: float = 0.03,
+    upright_ratio: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`clean`, and the ink areas (pixels, int (N,)) of the components it kept: those are
     the cleaned mask's own 8-connected components (dropping whole components joins or splits none
@@ -82,7 +87,14 @@ def clean_counted(
         # Odd sizes only: OpenCV's even kernels shift the opened image by a pixel.
         size = max(3, int(round(width * thin_ratio)) | 1)
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-        ink = np.asarray(cv2.morphologyEx(ink, cv2.MORPH_OPEN, kernel), dtype=np.uint8)
+        opened = np.asarray(cv2.morphologyEx(ink, cv2.MORPH_OPEN, kernel), dtype=np.uint8)
+        if upright_ratio > 0:
+            # Strike lines run across; a glyph's thin strokes (the stem of a "7", the slant of a
+            # "4") run up and down. Also keep what an upright bar fits in: the union of two
+            # openings is still an opening (nothing is added that was not ink).
+            bar = cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(3, int(round(width * upright_ratio)) | 1)))
+            opened |= np.asarray(cv2.morphologyEx(ink, cv2.MORPH_OPEN, bar), dtype=np.uint8)
+        ink = opened
     count, labels, stats = components(ink)
     if count <= 1:
         return ink.astype(bool), np.zeros(0, dtype=np.int64)

@@ -6,7 +6,8 @@ run uses those, so a model is always read with the preprocessing it was trained 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
@@ -27,6 +28,9 @@ class CleanParams:
     min_stroke_for_opening: float = 3.5
     #: Components smaller than this fraction of the text height squared are specks.
     speck_ratio: float = 0.03
+    #: Where the opening runs, also keep what an upright bar this many stroke widths tall fits in
+    #: (thin upright glyph strokes; strike lines run across). 0: off, as in bundles before it.
+    upright_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -91,3 +95,46 @@ class StageParams:
             known = {sf.name for sf in fields(sub_cls)}
             parts[f.name] = sub_cls(**{k: v for k, v in given.items() if k in known})
         return cls(**parts)
+
+    def with_overrides(self, settings: Sequence[str]) -> StageParams:
+        """These parameters with ``SECTION.NAME=VALUE`` settings applied (e.g. ``clean.thin_ratio=0.4``;
+        ``pipeline.train --param``), each value parsed as its field's type.
+
+        Raises:
+            ValueError: a setting not of that form, an unknown section or name, or a value that
+                does not parse as the field's type, with the known names in the message.
+        """
+        params = self
+        for setting in settings:
+            key, sep, text = setting.partition("=")
+            section, dot, name = key.strip().partition(".")
+            if not sep or not dot:
+                raise ValueError(f"stage parameter {setting!r}: expected SECTION.NAME=VALUE, e.g. clean.thin_ratio=0.4")
+            sections = {f.name: getattr(params, f.name) for f in fields(params)}
+            if section not in sections:
+                raise ValueError(f"stage parameter {setting!r}: unknown section {section!r} "
+                                 f"(known: {', '.join(sections)})")
+            part = sections[section]
+            kinds = {f.name: _KINDS[str(f.type)] for f in fields(part)}
+            if name not in kinds:
+                raise ValueError(f"stage parameter {setting!r}: {section} has no {name!r} "
+                                 f"(known: {', '.join(kinds)})")
+            value = _parse(text.strip(), kinds[name], setting)
+            params = replace(params, **{section: replace(part, **{name: value})})
+        return params
+
+
+_KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _parse(text: str, kind: type, setting: str) -> Any:
+    if kind is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"stage parameter {setting!r}: expected true or false")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"stage parameter {setting!r}: {text!r} is not a {kind.__name__}") from None

@@ -76,6 +76,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "(default: on)")
     parser.add_argument("--glyph-label-smoothing", type=float, default=0.0,
                         help="label smoothing of the glyph CNN's targets, 0 to below 1 (default %(default)s)")
+    parser.add_argument("--param", action="append", default=[], metavar="SECTION.NAME=VALUE",
+                        help="set one stage parameter of pipeline/config.py, e.g. clean.thin_ratio=0.4 "
+                             "(repeatable; applied after the scheme's own choices; recorded in the manifest)")
     parser.add_argument("--jobs", type=int, default=default_jobs())
     return parser.parse_args(argv)
 
@@ -110,6 +113,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         raise ValueError(f"--glyph-members must be at least 1, got {args.glyph_members}")
     if not 0.0 <= args.glyph_label_smoothing < 1.0:
         raise ValueError(f"--glyph-label-smoothing must be at least 0 and below 1, got {args.glyph_label_smoothing}")
+    StageParams().with_overrides(args.param)  # a mistyped --param fails before any work
     for flag, value in (("--val-fraction", args.val_fraction), ("--select-fraction", args.select_fraction)):
         if not 0.0 < value < 1.0:
             raise ValueError(f"{flag} must be between 0 and 1 (exclusive), got {value}")
@@ -131,6 +135,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     height = int(np.median([g.shape[0] for g in grays]))
     params = scheme_params(grays, height, StageParams(glyph=GlyphParams(size=args.glyph_size, shade=args.glyph_shade,
                                                                        first_mark=args.glyph_first_mark)))
+    params = params.with_overrides(args.param)
     log.info("%d labelled images; charset %r; lengths %s; height %d px; %s", len(items), charset, lengths, height,
              "bold scheme: smoothing and thin-line removal on" if params.clean.thin_ratio > 0
              else "thin strokes: no smoothing, no thin-line removal")

@@ -94,6 +94,20 @@ def test_opening_switched_off_per_scheme():
     assert not clean(mask)[20, 40:].any()
 
 
+def test_upright_thin_strokes_survive_where_asked():
+    """The stem of a "7" can be as thin as a strike line; it runs up and down, the line across."""
+    mask = np.zeros((40, 60), bool)
+    mask[5:35, 5:15] = True  # 10 px stroke: the scheme's stroke width
+    mask[10:30, 30:33] = True  # 3 px upright stroke, 20 tall
+    mask[20:22, 15:58] = True  # 2 px line across
+    plain, upright = clean(mask, speck_ratio=0.0), clean(mask, speck_ratio=0.0, upright_ratio=0.9)
+    assert not plain[10:30, 30:33].any()  # the opening alone erases the thin stem with the line
+    assert upright[10:30, 30:33].all() and not upright[20:22, 40:58].any()  # the stem stays, the line goes
+    assert not (upright & ~mask).any() and (upright >= plain).all()  # nothing added that was not ink
+    # Off with the opening: a thin scheme is left alone either way.
+    np.testing.assert_array_equal(clean(mask, thin_ratio=0.0, upright_ratio=0.9), clean(mask, thin_ratio=0.0))
+
+
 def _bars(height: int, width: int, stroke: int) -> np.ndarray:
     gray = np.full((height, width), 255, np.uint8)
     for x in range(width // 8, width - stroke, width // 4):

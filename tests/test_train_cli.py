@@ -33,7 +33,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     bundle_dir = tmp_path / "bundle"
     code = train_main([str(folder), "--out", str(bundle_dir), "--glyph-epochs", "2", "--align-rounds", "1",
                        "--ctc-epochs", "1", "--seed", "3", "--glyph-size", "16", "--glyph-members", "2",
-                       "--glyph-label-smoothing", "0.1"])
+                       "--glyph-label-smoothing", "0.1", "--param", "clean.speck_ratio=0.02"])
     assert code == 0
     bundle = load_bundle(bundle_dir)
     manifest = bundle.manifest
@@ -58,6 +58,8 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     # The mask, its grey levels and the first-glyph mark: three input channels.
     assert manifest["params"]["glyph"]["shade"] is True and manifest["params"]["glyph"]["first_mark"] is True
     assert manifest["readers"]["glyph"]["architecture"]["channels"] == 3
+    assert manifest["params"]["clean"]["speck_ratio"] == 0.02  # --param, recorded with its command
+    assert "--param clean.speck_ratio=0.02" in manifest["command"]
     # How a network is read (its reading form) is not part of which network it is.
     assert not READING_ONLY & set(manifest["readers"]["glyph"]["architecture"])
     assert 0.0 <= manifest["routing"]["threshold"] <= 1.0 and manifest["routing"]["selection_images"] == 5
@@ -78,6 +80,8 @@ def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.Lo
     assert "--glyph-label-smoothing must be at least 0 and below 1" in caplog.text
     assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--select-fraction", "1.5"]) == 3
     assert "--select-fraction must be between 0 and 1" in caplog.text
+    assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--param", "clean.thin=0.4"]) == 3
+    assert "clean has no 'thin'" in caplog.text
     (tmp_path / "few").mkdir()
     assert train_main([str(tmp_path / "few"), "--out", str(tmp_path / "b")]) == 3
 
