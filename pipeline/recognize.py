@@ -385,13 +385,18 @@ def route(segment: Reading | None, mode: str, threshold: float, have_ctc: bool) 
         return "ctc", "no glyph reader in this bundle"
     if not have_ctc:
         return "segment", (segment.failure or "segmented") + "; no ctc reader in this bundle"
-    if segment.failure:
+    if segment.failure and not segment.text:  # no reading at all: no segmentation into N glyphs
         return "ctc", segment.failure
+    # A path with a segment the CNN rejects ("found 4 glyphs, expected 5") still reads N glyphs,
+    # each with its confidence; like any other reading it goes to the CRNN when a glyph is under
+    # the threshold (where the CRNN is the weaker reader, the threshold chosen at training can
+    # be low enough to keep such readings).
     if len(segment.char_conf) and segment.char_conf.min() < threshold:
         i = int(segment.char_conf.argmin())
-        return "ctc", (
-            f"glyph {i + 1} {segment.text[i]!r} confidence {segment.char_conf[i]:.2f} < {threshold:.2f}"
-        )
+        unsure = f"glyph {i + 1} {segment.text[i]!r} confidence {segment.char_conf[i]:.2f} < {threshold:.2f}"
+        return "ctc", f"{segment.failure}; {unsure}" if segment.failure else unsure
+    if segment.failure:
+        return "segment", f"{segment.failure}, but each glyph's confidence >= {threshold:.2f}"
     return "segment", f"{len(segment.text)} glyphs, each confidence >= {threshold:.2f}"
 
 

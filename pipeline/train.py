@@ -302,6 +302,15 @@ def choose_threshold(manifest: dict[str, Any], folder: Path, sel_set: tuple[Sequ
     prepared, labels = sel_set
     segment = [r for r, *_ in read_segments(prepared, GlyphClassifier.from_bundle(bundle), lengths, every=True)]
     ctc = [Reading(t, c) for t, c in CtcReader.from_bundle(bundle).read([p.gray for p in prepared])]
+    threshold, accuracy = best_threshold(segment, ctc, labels)
+    return {"threshold": threshold, "selection_accuracy": accuracy, "selection_images": len(labels)}
+
+
+def best_threshold(segment: Sequence[Reading], ctc: Sequence[Reading], labels: Sequence[str]) -> tuple[float, float]:
+    """(threshold, auto's accuracy) for the threshold in 0, 0.01, ..., 1 under which
+    ``recognize.route`` makes auto read the most of ``labels`` right; ties go to the higher
+    threshold. 0 keeps every segment reading that has all N glyphs (where the CRNN is the
+    weaker reader); 1 sends (nearly) every image to the CRNN."""
     best: tuple[float, float] = (-1.0, 0.0)
     for threshold in np.round(np.arange(0.0, 1.0001, 0.01), 2):
         right = sum(
@@ -309,7 +318,7 @@ def choose_threshold(manifest: dict[str, Any], folder: Path, sel_set: tuple[Sequ
             for s, c, label in zip(segment, ctc, labels, strict=True)
         )
         best = max(best, (right / max(1, len(labels)), float(threshold)))
-    return {"threshold": best[1], "selection_accuracy": best[0], "selection_images": len(labels)}
+    return best[1], best[0]
 
 
 if __name__ == "__main__":

@@ -18,7 +18,12 @@ CHARSET = "ab"
     [
         (Reading("ab", np.array([0.99, 0.98])), "auto", True, "segment", "each confidence >= 0.90"),  # sure
         (Reading("ab", np.array([0.99, 0.41])), "auto", True, "ctc", "glyph 2 'b' confidence 0.41 < 0.90"),
-        (Reading("a", np.array([0.9]), "found 1 glyphs, expected 2"), "auto", True, "ctc", "found 1 glyphs"),
+        # A path with a rejected segment: routed by its glyphs' confidences like any other reading.
+        (Reading("ab", np.array([0.95, 0.3]), "found 1 glyphs, expected 2"), "auto", True, "ctc",
+         "found 1 glyphs, expected 2; glyph 2 'b' confidence 0.30 < 0.90"),
+        (Reading("ab", np.array([0.95, 0.92]), "found 1 glyphs, expected 2"), "auto", True, "segment",
+         "found 1 glyphs, expected 2, but each glyph's confidence >= 0.90"),
+        (Reading("", np.zeros(0), "no segmentation into 2 glyphs"), "auto", True, "ctc", "no segmentation"),
         (Reading("", np.zeros(0), "no ink found"), "auto", True, "ctc", "no ink found"),  # blank image
         (None, "auto", True, "ctc", "no glyph reader"),  # bundle without a glyph CNN
         (Reading("ab", np.array([0.2, 0.2])), "auto", False, "segment", "no ctc reader"),  # nothing to fall to
@@ -174,3 +179,21 @@ def test_crnn_inputs_made_with_the_stages_are_used():
     traces = recognize(batch, mode="auto", lengths=(2,), classifier=StubGlyphs(), line_reader=line, threshold=0.9)
     assert (line.calls, line.input_calls) == (0, 1)
     assert [t.text for t in traces] == ["aa", "cc", "aa"]
+
+
+def test_the_routing_threshold_follows_the_stronger_reader():
+    """train.best_threshold: where the CRNN is right and the glyph CNN unsure, everything goes to
+    the CRNN; where the CRNN is the weaker reader, segment readings stay, even those with a
+    rejected segment ("found 1 glyphs, expected 2") whose glyphs still read right."""
+    from pipeline.train import best_threshold
+
+    labels = ["ab", "ba", "aa", "bb"]
+    unsure = [Reading(t, np.array([0.9, 0.35]), "found 1 glyphs, expected 2") for t in labels]
+    right_ctc = [Reading(t, np.array([0.99, 0.99])) for t in labels]
+    wrong_ctc = [Reading("", np.zeros(0)) for _ in labels]
+    assert best_threshold(unsure, right_ctc, labels) == (1.0, 1.0)
+    assert best_threshold(unsure, wrong_ctc, labels) == (0.35, 1.0)  # ties: the highest that keeps them
+    # A reading with no glyphs at all always goes to the CRNN, whatever the threshold.
+    none = [Reading("", np.zeros(0), "no segmentation into 2 glyphs") for _ in labels]
+    assert best_threshold(none, right_ctc, labels) == (1.0, 1.0)
+    assert best_threshold(none, wrong_ctc, labels) == (1.0, 0.0)
