@@ -1,0 +1,150 @@
+"""Train and read a scheme unlike the shipped ones, made here: does nothing assume their numbers?
+
+    python bench/synthetic.py [--images 900] [--seed 0] [--keep DIR]
+
+Makes a seeded labelled folder (``labels.csv``) of a scheme that differs from both shipped ones
+in every way the pipeline must not assume: 64x240 RGB, 6 or 7 characters of 37 in mixed case
+(``ACDEFHKMNPRTUVWXYabdefhkmnprtuy345678``), four OpenCV Hershey fonts, glyphs rotated by up to
+15 degrees and jittered, dark ink of a random colour on a noisy two-colour gradient, a thin
+sine-shaped strike line in the ink's colour, and coloured speckles. Then runs the real commands
+on it: ``python -m pipeline.train FOLDER --out BUNDLE --seed 1`` (both readers, the defaults),
+and ``python -m pipeline.run`` in the default mode and ``--mode both`` on the bundle's
+validation files (never trained on). Writes ``bench/results/synthetic.json``: the run's
+``report.json`` figures for each route, the routing threshold chosen at training, the
+training times, and the command. About 15 minutes on the 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+CHARSET = "ACDEFHKMNPRTUVWXYabdefhkmnprtuy345678"
+FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX)
+HEIGHT, WIDTH = 64, 240
+
+
+def make_image(text: str, rng: np.random.Generator) -> np.ndarray:
+    """One BGR uint8 (HEIGHT, WIDTH, 3) CAPTCHA of ``text``."""
+    start, end = rng.integers(150, 255, 3), rng.integers(150, 255, 3)
+    ramp = np.linspace(0.0, 1.0, WIDTH)[None, :, None]
+    image = start * (1 - ramp) + end * ramp + rng.normal(0.0, 12.0, (HEIGHT, WIDTH, 3))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    ink = np.array(rng.integers(0, 110, 3), dtype=np.float32)
+    font = FONTS[int(rng.integers(0, len(FONTS)))]
+    x = 8 + int(rng.integers(0, 10))
+    for char in text:
+        scale, thickness = float(rng.uniform(0.95, 1.15)), int(rng.integers(2, 4))
+        (width, _), _ = cv2.getTextSize(char, font, scale, thickness)
+        glyph = np.zeros((HEIGHT, width + 12), np.uint8)
+        cv2.putText(glyph, char, (6, 44 + int(rng.integers(-5, 5))), font, scale, 255, thickness, cv2.LINE_AA)
+        turn = cv2.getRotationMatrix2D((glyph.shape[1] / 2, HEIGHT / 2), float(rng.uniform(-15, 15)), 1.0)
+        glyph = cv2.warpAffine(glyph, turn, (glyph.shape[1], HEIGHT))
+        x1 = min(WIDTH, x + glyph.shape[1])
+        alpha = glyph[:, : x1 - x].astype(np.float32)[..., None] / 255.0
+        image[:, x:x1] = (image[:, x:x1] * (1 - alpha) + ink * alpha).astype(np.uint8)
+        x += width + int(rng.integers(-3, 3))
+    xs = np.arange(WIDTH)
+    ys = 32 + 8 * np.sin(xs / WIDTH * np.pi * rng.uniform(1, 3) + rng.uniform(0, 6))
+    line = np.stack([xs, ys.astype(np.int32)], axis=1).reshape(-1, 1, 2)
+    cv2.polylines(image, [line], False, tuple(float(v) for v in ink), 1, cv2.LINE_AA)
+    for _ in range(40):
+        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
+        cv2.circle(image, (int(rng.integers(0, WIDTH)), int(rng.integers(0, HEIGHT))), 1, colour, -1)
+    return image
+
+
+def make_scheme(folder: Path, count: int, seed: int) -> None:
+    """``count`` numbered PNGs and their ``labels.csv`` in ``folder``."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        text = "".join(rng.choice(list(CHARSET), size=int(rng.integers(6, 8))))
+        name = f"{i:04d}.png"
+        if not cv2.imwrite(str(folder / name), make_image(text, rng)):
+            raise SystemExit(f"cannot write {folder / name}")
+        rows.append((name, text))
+    with (folder / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file", "label"])
+        writer.writerows(rows)
+
+
+def _run(args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:2])} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=900)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the images (training uses --seed 1)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the images, bundle and run outputs here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        images, bundle = work / "images", work / "bundle"
+        make_scheme(images, args.images, args.seed)
+        started = time.perf_counter()
+        _run(["pipeline.train", str(images), "--out", str(bundle), "--seed", "1"])
+        train_seconds = time.perf_counter() - started
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+        # The validation files, with their labels, as a folder of their own.
+        validation = set(manifest["data"]["validation_files"])
+        val = work / "validation"
+        val.mkdir()
+        with (images / "labels.csv").open(encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh) if r["file"] in validation]
+        for row in rows:
+            (val / row["file"]).symlink_to(Path("..") / images.name / row["file"])  # relative: --keep copies it
+        with (val / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["file", "label"])
+            writer.writerows((r["file"], r["label"]) for r in rows)
+        figures = {}
+        for mode in ("auto", "both"):
+            out = work / f"run_{mode}"
+            _run(["pipeline.run", str(val), "--out", str(out), "--model", str(bundle), "--mode", mode, "-q"])
+            report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+            figures[mode] = {"routes": report["routes"], "comparison": report["comparison"],
+                             "reachable": report["segmentation"]["reachable"],
+                             "glyph_accuracy": report["glyphs"]["accuracy"]}
+        if args.keep is not None:
+            shutil.copytree(work, args.keep, dirs_exist_ok=True, symlinks=True)
+    result = {
+        "command": "python bench/synthetic.py " + " ".join(sys.argv[1:]),
+        "scheme": {"images": args.images, "seed": args.seed, "size": [HEIGHT, WIDTH], "charset": CHARSET,
+                   "lengths": manifest["lengths"]},
+        "validation_images": len(rows),
+        "routing": manifest["routing"],
+        "training_seconds": {"command": round(train_seconds, 1),
+                             **{name: r["training"]["seconds"] for name, r in manifest["readers"].items()}},
+        "stage_params": manifest["params"],
+        "default_mode": figures["auto"]["routes"]["auto"],
+        "both": figures["both"],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "synthetic.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    routes = figures["both"]["routes"]
+    print(f"synthetic scheme, {len(rows)} validation images: default mode {result['default_mode']['accuracy']:.2%}; "
+          f"segment {routes['segment']['accuracy']:.2%}, ctc {routes['ctc']['accuracy']:.2%}, "
+          f"auto {routes['auto']['accuracy']:.2%} (threshold {manifest['routing']['threshold']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
