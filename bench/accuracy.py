@@ -56,6 +56,13 @@ def measure(model: str, *, shot: bool) -> dict:
                 print(f"no screenshot of {bundle.name}'s report: {exc}", file=sys.stderr)
     summary["run"] = {"model": bundle.name, "mode": "both", "validation_files": len(files),
                       "data": bundle.manifest["data"]["folder"], "threshold": bundle.manifest.get("routing")}
+    # The strict reading of "failures count as wrong": a reading whose path holds a box the CNN
+    # rejects ("found 4 glyphs, expected 5") counted wrong even where its text is right.
+    seg_route, rejected = summary["routes"].get("segment"), summary["segmentation"].get("rejected_box")
+    if seg_route and rejected and seg_route["images"]:
+        right = round(seg_route["accuracy"] * seg_route["images"]) - rejected["right"]
+        summary["segment_rejected_boxes_wrong"] = {"accuracy": right / seg_route["images"], "right": right,
+                                                   "images": seg_route["images"]}
     return summary
 
 
@@ -74,6 +81,10 @@ def headline(s: dict) -> list[str]:
         comp = seg["components"]
         lines.append(f"  right reading reachable from the candidate boxes: {seg['reachable']:.2%}; "
                      f"classic component count right: {comp['right_count']}/{seg['images']}")
+    strict = s.get("segment_rejected_boxes_wrong")
+    if strict:
+        lines.append(f"  segment route with every reading that holds a rejected box counted wrong: "
+                     f"{strict['accuracy']:.2%} ({strict['right']}/{strict['images']})")
     lines.append(f"  comparison: {json.dumps(s['comparison'])}")
     return lines
 

@@ -30,6 +30,8 @@ SCHEMA = {
     "schema_version": "int: version of this layout",
     "images": "int: files in the run; errors: files that could not be read; labelled: files with a known label",
     "segmentation": "components (classic count right / too few / too many), failures {reason: count}, "
+    "rejected_box {images, right}: segment readings of N glyphs whose path holds a box the CNN "
+    "rejects (reason 'found N-1 glyphs, expected N'; scored by their text in routes.segment), "
     "reachable (right reading reachable from the candidate boxes: a perfect judge's ceiling)",
     "glyphs": "where the segment reading has the label's length: accuracy, per_character "
     "{char: precision, recall, support}, confusion {labels, matrix}, most_confused [[true, predicted, count]]",
@@ -105,6 +107,7 @@ class Report:
         self.images = self.errors = self.labelled = 0
         self.components: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
+        self.rejected_box: Counter[str] = Counter()
         self.reachable = self.reachable_known = 0
         self.glyph_true, self.glyph_pred = array("h"), array("h")
         self.routes = {r: RouteStats() for r in ROUTES}
@@ -139,6 +142,9 @@ class Report:
         if seg is not None:
             if seg.failure:
                 self.failures[_generic(seg.failure)] += 1
+                if seg.text:  # N glyphs read, one of the boxes rejected by the CNN
+                    self.rejected_box["images"] += 1
+                    self.rejected_box["right"] += seg.text == label
             if trace.lattice_probs is not None:
                 self.reachable_known += 1
                 # A right reading is its own witness (its path reads the label); only the others
@@ -186,6 +192,7 @@ class Report:
                 "images": sum(self.components.values()),
                 "components": {k: self.components.get(k, 0) for k in ("right_count", "too_few", "too_many")},
                 "failures": dict(self.failures.most_common()),
+                "rejected_box": {k: self.rejected_box.get(k, 0) for k in ("images", "right")},
                 "reachable": self.reachable / self.reachable_known if self.reachable_known else None,
                 "reachable_images": self.reachable,
             },

@@ -128,6 +128,10 @@ def _segmentation(s: dict[str, Any]) -> str:
             ["too many components", comp["too_many"]],
             ["right reading reachable from candidate boxes", seg.get("reachable_images", 0)]]
     rows += [[f"failure: {reason}", n] for reason, n in seg.get("failures", {}).items()]
+    rejected = seg.get("rejected_box", {})
+    if rejected.get("images"):
+        rows.append(["of those, N glyphs read with a box the CNN rejects (right / all)",
+                     f"{rejected['right']} / {rejected['images']}"])
     return "<h2>Segmentation</h2>" + _table(["outcome", "images"], rows)
 
 

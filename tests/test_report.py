@@ -64,6 +64,20 @@ def test_counts_and_comparison():
     assert sum(b["images"] for b in s["calibration"]["auto"]) == 4
 
 
+def test_readings_with_a_rejected_box_are_counted_apart():
+    report = Report(CHARSET)
+    for seg, failure in (("abc", "found 2 glyphs, expected 3"), ("abb", "found 2 glyphs, expected 3"),
+                         ("", "no segmentation into 3 glyphs"), ("abc", None)):
+        t = trace(seg, "abc", "segment")
+        t.segment = Reading(seg, np.full(len(seg), 0.4), failure)
+        report.update(f"{seg}.png", t, "abc")
+    s = report.summary(seconds=1.0)["segmentation"]
+    # Two readings of three glyphs with a rejected box, one right; the empty one is a plain failure.
+    assert s["rejected_box"] == {"images": 2, "right": 1}
+    assert s["failures"] == {"found 2 glyphs, expected 3": 2, "no segmentation into 3 glyphs": 1}
+    assert Report(CHARSET).summary(seconds=1.0)["segmentation"]["rejected_box"] == {"images": 0, "right": 0}
+
+
 def test_gallery_keeps_the_worst_n():
     report = Report(CHARSET, gallery_size=2)
     for k, conf in enumerate([0.9, 0.2, 0.6, 0.1]):
