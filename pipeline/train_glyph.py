@@ -192,6 +192,8 @@ def _fit(
     learning_rate: float = 2e-3, max_crops_per_epoch: int = 20_000, label_smoothing: float = 0.0,
     log_every: int = 5,
 ) -> tuple[Any, dict[str, Any]]:
+    if log_every < 1:
+        raise ValueError(f"log_every must be at least 1 epoch, got {log_every}")
     import keras
 
     keras.utils.set_random_seed(seed)

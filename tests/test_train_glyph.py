@@ -60,3 +60,9 @@ def test_label_smoothing_sets_a_floor_under_the_loss(smoothing: float, low: floa
     assert low <= info["history"][-1]["loss"] <= high
     # Selection figures only every fifth epoch and after the last (here: the fourth).
     assert ["selection_accuracy" in h for h in info["history"]] == [False, False, False, True]
+
+
+def test_selection_figures_need_a_positive_interval():
+    with pytest.raises(ValueError, match="log_every must be at least 1"):
+        _fit(np.zeros((4, 12, 12), np.uint8), np.zeros(4, np.int64), arch={}, select=([], []), charset="ab",
+             lengths=(1,), epochs=1, seed=0, batch_size=2, log_every=0)
