@@ -1,6 +1,6 @@
 """Train and read a scheme unlike the shipped ones, made here: does nothing assume their numbers?
 
-    python bench/synthetic.py [--images 900] [--seed 0] [--keep DIR]
+    python bench/synthetic.py [--images 900] [--seed 0] [--keep DIR] [-- TRAIN_ARGS]
 
 Makes a seeded labelled folder (``labels.csv``) of a scheme that differs from both shipped ones
 in every way the pipeline must not assume: 64x240 RGB, 6 or 7 characters of 37 in mixed case
@@ -11,7 +11,9 @@ on it: ``python -m pipeline.train FOLDER --out BUNDLE --seed 1`` (both readers, 
 and ``python -m pipeline.run`` in the default mode and ``--mode both`` on the bundle's
 validation files (never trained on). Writes ``bench/results/synthetic.json``: the run's
 ``report.json`` figures for each route, the routing threshold chosen at training, the
-training times, and the command. About 15 minutes on the 2-core machine.
+training times, and the command. About 15 minutes on the 2-core machine. Arguments after ``--``
+go to ``pipeline.train`` (``-- --ctc-epochs 150``), and the results then to
+``synthetic_<those arguments>.json``.
 """
 
 from __future__ import annotations
@@ -94,13 +96,16 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=900)
     parser.add_argument("--seed", type=int, default=0, help="seed of the images (training uses --seed 1)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the images, bundle and run outputs here")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    tag = "".join(c if c.isalnum() else "_" for c in "_".join(a.lstrip("-") for a in extra))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         images, bundle = work / "images", work / "bundle"
         make_scheme(images, args.images, args.seed)
         started = time.perf_counter()
-        _run(["pipeline.train", str(images), "--out", str(bundle), "--seed", "1"])
+        _run(["pipeline.train", str(images), "--out", str(bundle), "--seed", "1", *extra])
         train_seconds = time.perf_counter() - started
         manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
         # The validation files, with their labels, as a folder of their own.
@@ -121,16 +126,17 @@ def main() -> int:
             _run(["pipeline.run", str(val), "--out", str(out), "--model", str(bundle), "--mode", mode, "-q"])
             report = json.loads((out / "report.json").read_text(encoding="utf-8"))
             figures[mode] = {"routes": report["routes"], "comparison": report["comparison"],
-                             "reachable": report["segmentation"]["reachable"],
-                             "glyph_accuracy": report["glyphs"]["accuracy"]}
+                             "reachable": report["segmentation"].get("reachable"),
+                             "glyph_accuracy": report["glyphs"].get("accuracy")}
         if args.keep is not None:
             shutil.copytree(work, args.keep, dirs_exist_ok=True, symlinks=True)
     result = {
-        "command": "python bench/synthetic.py " + " ".join(sys.argv[1:]),
+        "command": "python bench/synthetic.py " + " ".join(argv),
+        "train_args": extra,
         "scheme": {"images": args.images, "seed": args.seed, "size": [HEIGHT, WIDTH], "charset": CHARSET,
                    "lengths": manifest["lengths"]},
         "validation_images": len(rows),
-        "routing": manifest["routing"],
+        "routing": manifest.get("routing"),
         "training_seconds": {"command": round(train_seconds, 1),
                              **{name: r["training"]["seconds"] for name, r in manifest["readers"].items()}},
         "stage_params": manifest["params"],
@@ -138,11 +144,12 @@ def main() -> int:
         "both": figures["both"],
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "synthetic.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    (RESULTS / f"synthetic{'_' + tag if tag else ''}.json").write_text(json.dumps(result, indent=1) + "\n",
+                                                                       encoding="utf-8")
     routes = figures["both"]["routes"]
     print(f"synthetic scheme, {len(rows)} validation images: default mode {result['default_mode']['accuracy']:.2%}; "
-          f"segment {routes['segment']['accuracy']:.2%}, ctc {routes['ctc']['accuracy']:.2%}, "
-          f"auto {routes['auto']['accuracy']:.2%} (threshold {manifest['routing']['threshold']})")
+          + ", ".join(f"{name} {r['accuracy']:.2%}" for name, r in routes.items())
+          + f" (routing: {manifest.get('routing')})")
     return 0
 
 

@@ -135,6 +135,9 @@ def _parse(text: str, kind: type, setting: str) -> Any:
             return False
         raise ValueError(f"stage parameter {setting!r}: expected true or false")
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise ValueError(f"stage parameter {setting!r}: {text!r} is not a {kind.__name__}") from None
+    if kind in (int, float) and not value >= 0:  # every size, ratio and weight here (NaN too)
+        raise ValueError(f"stage parameter {setting!r}: must not be negative")
+    return value

@@ -136,6 +136,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     params = scheme_params(grays, height, StageParams(glyph=GlyphParams(size=args.glyph_size, shade=args.glyph_shade,
                                                                        first_mark=args.glyph_first_mark)))
     params = params.with_overrides(args.param)
+    if params.glyph.size < 8:
+        raise ValueError(f"the glyph crops must be at least 8 pixels, got {params.glyph.size}")
     log.info("%d labelled images; charset %r; lengths %s; height %d px; %s", len(items), charset, lengths, height,
              "bold scheme: smoothing and thin-line removal on" if params.clean.thin_ratio > 0
              else "thin strokes: no smoothing, no thin-line removal")

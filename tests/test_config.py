@@ -27,6 +27,8 @@ def test_overrides_parse_each_field_as_its_type():
     ("glyph.size=1.5", "'1.5' is not a int"),
     ("clean.thin_ratio=", "'' is not a float"),
     ("glyph.shade=maybe", "expected true or false"),
+    ("segment.cuts_per_glyph=-1", "must not be negative"),
+    ("clean.thin_ratio=nan", "must not be negative"),
 ])
 def test_overrides_refuse_bad_settings_with_a_clear_message(setting: str, message: str):
     with pytest.raises(ValueError, match="stage parameter") as info:
