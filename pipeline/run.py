@@ -154,14 +154,15 @@ def load_readers(bundle: Any, mode: str, precision: str = "auto", engine: str = 
 
     classifier = line_reader = None
     if mode != "ctc":
-        if bundle.reader("glyph") is None:
+        if bundle.reader("glyph") is None and mode != "auto":  # auto: the CRNN reads every image
             raise ValueError(f"--mode {mode} needs a glyph reader; bundle {bundle.name!r} has none")
-        classifier = GlyphClassifier.from_bundle(bundle, precision=precision, engine=engine)
+        if bundle.reader("glyph") is not None:
+            classifier = GlyphClassifier.from_bundle(bundle, precision=precision, engine=engine)
     if mode != "segment" and bundle.reader("ctc") is not None:
         from pipeline.crnn import CtcReader
 
         line_reader = CtcReader.from_bundle(bundle)
-    if mode in ("ctc", "both") and line_reader is None:
+    if (mode in ("ctc", "both") or classifier is None) and line_reader is None:
         raise ValueError(f"--mode {mode} needs a ctc reader; bundle {bundle.name!r} has none")
     for reader in (classifier, line_reader):
         if reader is not None:

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,26 @@ def test_workers_that_fail_to_start_early_are_a_warning(monkeypatch: pytest.Monk
     with caplog.at_level("WARNING", logger="pipeline.run"):
         run_module._start_workers_early(2)  # must not raise
     assert "did not start ahead of the run: no processes today" in caplog.text
+
+
+@pytest.mark.parametrize(("drop", "mode", "code", "route"), [
+    ("glyph", "auto", ExitCode.OK, "ctc"),  # the default mode reads with whichever reader there is
+    ("ctc", "auto", ExitCode.OK, "segment"),
+    ("glyph", "segment", ExitCode.MODEL_ERROR, None),
+    ("ctc", "both", ExitCode.MODEL_ERROR, None),
+])
+def test_a_bundle_with_one_reader(tmp_path: Path, drop: str, mode: str, code: int, route: str | None):
+    """A bundle trained with ``--reader ctc`` or ``--reader glyph``: the shipped one with a reader
+    left out of its manifest."""
+    folder = validation_folder(tmp_path, "captcha_v2", 6)
+    bundle = tmp_path / "one_reader"
+    shutil.copytree(ROOT / "models" / "captcha_v2", bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    (bundle / manifest["readers"].pop(drop)["weights"]).unlink()
+    (bundle / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    out = tmp_path / "out"
+    assert main([str(folder), "--out", str(out), "--model", str(bundle), "--mode", mode, "-q"]) == code
+    if route is not None:
+        rows = read_rows(out)
+        assert len(rows) == 6 and {r["route"] for r in rows} == {route} and accuracy(rows) >= 0.5
+        assert all(f"no {drop} reader in this bundle" in r["reason"] for r in rows)
