@@ -1,5 +1,6 @@
 """What the benches that compare two ways of reading a bundle's training folder share: the
-prepared images, passes that take turns, and the command line that writes their JSON.
+prepared images, passes that take turns, and the command line that writes their JSON; and, for
+the benches that train (``seeds.py``, ``synthetic.py``), the ``-- TRAIN_ARGS`` of their command line.
 
 Those benches (``reading_forms.py``, ``lazy.py``, ``precision.py``) measure no accuracy claim: they
 compare two ways of computing the same readings, so every image of the training folder serves.
@@ -67,3 +68,15 @@ def main_over_bundles(doc: str, script: str, measure: Callable[..., dict[str, An
     (RESULTS / f"{script}.json").write_text(json.dumps({"command": command.strip(), "cpus": os.cpu_count(),
                                                         "bundles": results}, indent=1) + "\n", encoding="utf-8")
     return 0
+
+
+def split_train_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the bench's own arguments, the ``pipeline.train`` arguments after ``--``)."""
+    if "--" not in argv:
+        return argv, []
+    return argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+
+
+def file_tag(parts: list[str]) -> str:
+    """Arguments as part of a results file's name: ``--ctc-epochs 150`` -> ``ctc_epochs_150``."""
+    return "".join(c if c.isalnum() else "_" for c in "_".join(a.lstrip("-") for a in parts))

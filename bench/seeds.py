@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-ROOT = Path(__file__).resolve().parent.parent
+from common import RESULTS, ROOT, file_tag, split_train_args
+
 DEFAULT_SEEDS = [3, 4, 5, 6, 7]  # splits nobody tuned on
 
 
@@ -39,15 +39,14 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, default=None,
                         help="copy each seed's bundle to KEEP/seed<N> (e.g. for bench/decoding.py); default: discard")
     argv = sys.argv[1:]
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    own, extra = split_train_args(argv)
+    args = parser.parse_args(own)
     if not args.data.is_dir():
         raise SystemExit(f"no data folder {args.data}")
     name = args.data.parent.name if args.data.name == "train" else args.data.name
     # Other seeds (development splits) or training arguments go to their own file, so that they
     # never overwrite the untuned default seeds' figures that the README quotes.
-    parts = ([] if args.seeds == DEFAULT_SEEDS else ["seeds", *map(str, args.seeds)]) + [a.lstrip("-") for a in extra]
-    tag = "".join(c if c.isalnum() else "_" for c in "_".join(parts))
+    tag = file_tag(([] if args.seeds == DEFAULT_SEEDS else ["seeds", *map(str, args.seeds)]) + extra)
     results = RESULTS / f"seeds_{name}{'_' + tag if tag else ''}.json"
     RESULTS.mkdir(exist_ok=True)
     runs: list[dict] = []

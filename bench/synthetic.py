@@ -30,9 +30,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from common import RESULTS, ROOT, file_tag, split_train_args
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "results"
 CHARSET = "ACDEFHKMNPRTUVWXYabdefhkmnprtuy345678"
 FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX)
 HEIGHT, WIDTH = 64, 240
@@ -97,9 +96,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the images (training uses --seed 1)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the images, bundle and run outputs here")
     argv = sys.argv[1:]
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
-    tag = "".join(c if c.isalnum() else "_" for c in "_".join(a.lstrip("-") for a in extra))
+    own, extra = split_train_args(argv)
+    args = parser.parse_args(own)
+    tag = file_tag(extra)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         images, bundle = work / "images", work / "bundle"

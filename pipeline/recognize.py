@@ -113,6 +113,12 @@ class Reading:
     char_conf: np.ndarray  # float (len(text),), per-character confidence
     failure: str | None = None  # segmentation failure reason, or None
 
+    @property
+    def rejected_box(self) -> bool:
+        """A reading of N glyphs whose path holds a box the CNN rejects ("found 4 glyphs, expected
+        5"): a failure reason, but a whole text (a failure with no text had no path at all)."""
+        return self.failure is not None and bool(self.text)
+
     @functools.cached_property
     def confidence(self) -> float:
         """Probability-like confidence of the whole text: the product of its characters' (worked
@@ -385,7 +391,7 @@ def route(segment: Reading | None, mode: str, threshold: float, have_ctc: bool) 
         return "ctc", "no glyph reader in this bundle"
     if not have_ctc:
         return "segment", (segment.failure or "segmented") + "; no ctc reader in this bundle"
-    if segment.failure and not segment.text:  # no reading at all: no segmentation into N glyphs
+    if segment.failure and not segment.rejected_box:  # no reading at all: no segmentation into N glyphs
         return "ctc", segment.failure
     # A path with a segment the CNN rejects ("found 4 glyphs, expected 5") still reads N glyphs,
     # each with its confidence; like any other reading it goes to the CRNN when a glyph is under
@@ -395,7 +401,7 @@ def route(segment: Reading | None, mode: str, threshold: float, have_ctc: bool) 
         i = int(segment.char_conf.argmin())
         unsure = f"glyph {i + 1} {segment.text[i]!r} confidence {segment.char_conf[i]:.2f} < {threshold:.2f}"
         return "ctc", f"{segment.failure}; {unsure}" if segment.failure else unsure
-    if segment.failure:
+    if segment.rejected_box:
         return "segment", f"{segment.failure}, but each glyph's confidence >= {threshold:.2f}"
     return "segment", f"{len(segment.text)} glyphs, each confidence >= {threshold:.2f}"
 

@@ -142,7 +142,7 @@ class Report:
         if seg is not None:
             if seg.failure:
                 self.failures[_generic(seg.failure)] += 1
-                if seg.text:  # N glyphs read, one of the boxes rejected by the CNN
+                if seg.rejected_box:
                     self.rejected_box["images"] += 1
                     self.rejected_box["right"] += seg.text == label
             if trace.lattice_probs is not None:

@@ -153,11 +153,10 @@ def load_readers(bundle: Any, mode: str, precision: str = "auto", engine: str = 
     from pipeline.glyph_cnn import GlyphClassifier
 
     classifier = line_reader = None
-    if mode != "ctc":
-        if bundle.reader("glyph") is None and mode != "auto":  # auto: the CRNN reads every image
-            raise ValueError(f"--mode {mode} needs a glyph reader; bundle {bundle.name!r} has none")
-        if bundle.reader("glyph") is not None:
-            classifier = GlyphClassifier.from_bundle(bundle, precision=precision, engine=engine)
+    if mode != "ctc" and bundle.reader("glyph") is not None:
+        classifier = GlyphClassifier.from_bundle(bundle, precision=precision, engine=engine)
+    elif mode in ("segment", "both"):  # auto without a glyph CNN: the CRNN reads every image
+        raise ValueError(f"--mode {mode} needs a glyph reader; bundle {bundle.name!r} has none")
     if mode != "segment" and bundle.reader("ctc") is not None:
         from pipeline.crnn import CtcReader
 

@@ -107,13 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     started = time.perf_counter()
-    if args.glyph_size < 8:
-        raise ValueError(f"--glyph-size must be at least 8 pixels, got {args.glyph_size}")
+    # The requested crop size (--glyph-size, or a --param glyph.size after it), and a mistyped
+    # --param, fail before any work.
+    size = StageParams(glyph=GlyphParams(size=args.glyph_size)).with_overrides(args.param).glyph.size
+    if size < 8:
+        raise ValueError(f"the glyph crops (--glyph-size, --param glyph.size) must be at least 8 pixels, got {size}")
     if args.glyph_members < 1:
         raise ValueError(f"--glyph-members must be at least 1, got {args.glyph_members}")
     if not 0.0 <= args.glyph_label_smoothing < 1.0:
         raise ValueError(f"--glyph-label-smoothing must be at least 0 and below 1, got {args.glyph_label_smoothing}")
-    StageParams().with_overrides(args.param)  # a mistyped --param fails before any work
     for flag, value in (("--val-fraction", args.val_fraction), ("--select-fraction", args.select_fraction)):
         if not 0.0 < value < 1.0:
             raise ValueError(f"{flag} must be between 0 and 1 (exclusive), got {value}")
@@ -136,8 +138,6 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     params = scheme_params(grays, height, StageParams(glyph=GlyphParams(size=args.glyph_size, shade=args.glyph_shade,
                                                                        first_mark=args.glyph_first_mark)))
     params = params.with_overrides(args.param)
-    if params.glyph.size < 8:
-        raise ValueError(f"the glyph crops must be at least 8 pixels, got {params.glyph.size}")
     log.info("%d labelled images; charset %r; lengths %s; height %d px; %s", len(items), charset, lengths, height,
              "bold scheme: smoothing and thin-line removal on" if params.clean.thin_ratio > 0
              else "thin strokes: no smoothing, no thin-line removal")

@@ -259,7 +259,7 @@ def train_glyph_reader(
     against three rounds' 96.0 / 98.4 / 97.6 / 93.6 / 96.8 %, mean 96.48 % (the third round moved
     few crops: 9,325 -> 9,332 aligned crops on captcha_v2). On the untuned splits 3-7 the shipped
     captcha_v2 recipe (this and label smoothing) read 0.80 points under the one before both
-    (mean 93.44 against 94.24 %; the model card's "Limits"), not yet separated by change.
+    (mean 93.44 against 94.24 %; the README's *Figures*), not yet separated by change.
 
     ``select``: held-out labelled images whose segment-route accuracy is logged every fifth epoch
     and after the last (they choose nothing here; see the module docstring).
