@@ -65,7 +65,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--glyph-members", type=int, default=1,
                         help="glyph CNNs trained in the final round from different seeds and averaged "
                              "(default %(default)s)")
-    parser.add_argument("--ctc-epochs", type=int, default=None, help="default: the CTC trainer's own")
+    parser.add_argument("--ctc-epochs", type=int, default=None,
+                        help="epochs of one CRNN learning-rate cycle (default: the CTC trainer's own, "
+                             "about 3,000 updates, at most 60 epochs)")
+    parser.add_argument("--ctc-cycles", type=int, default=None,
+                        help="most CRNN cycles: a cycle still improving at its end is followed by another "
+                             "from its best weights at half the learning rate (default: the CTC trainer's own, "
+                             "3; 1: one cycle)")
+    parser.add_argument("--ctc-budget", type=float, default=None, metavar="SECONDS",
+                        help="a further CRNN cycle starts only if it is expected to end within this many "
+                             "seconds of the CRNN's start (default: the CTC trainer's own, 900)")
     parser.add_argument("--glyph-size", type=int, default=GlyphParams.size,
                         help="side of the glyph CNN's square input crops, pixels (default %(default)s)")
     parser.add_argument("--glyph-shade", action=argparse.BooleanOptionalAction, default=True,
@@ -116,6 +125,11 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         raise ValueError(f"--glyph-members must be at least 1, got {args.glyph_members}")
     if not 0.0 <= args.glyph_label_smoothing < 1.0:
         raise ValueError(f"--glyph-label-smoothing must be at least 0 and below 1, got {args.glyph_label_smoothing}")
+    for flag, count in (("--ctc-epochs", args.ctc_epochs), ("--ctc-cycles", args.ctc_cycles)):
+        if count is not None and count < 1:
+            raise ValueError(f"{flag} must be at least 1, got {count}")
+    if args.ctc_budget is not None and not 0.0 <= args.ctc_budget < float("inf"):
+        raise ValueError(f"--ctc-budget must be a number of seconds, at least 0, got {args.ctc_budget}")
     for flag, value in (("--val-fraction", args.val_fraction), ("--select-fraction", args.select_fraction)):
         if not 0.0 < value < 1.0:
             raise ValueError(f"{flag} must be between 0 and 1 (exclusive), got {value}")
@@ -194,7 +208,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     if args.reader in ("ctc", "both"):
         from pipeline.train_ctc import train_ctc_reader
 
-        extra = {"max_epochs": args.ctc_epochs} if args.ctc_epochs else {}
+        given = {"max_epochs": args.ctc_epochs, "max_cycles": args.ctc_cycles, "cycle_budget_s": args.ctc_budget}
+        extra = {name: value for name, value in given.items() if value is not None}
         readers["ctc"] = train_ctc_reader([p.gray for p in train_set[0]], train_set[1],
                                           [p.gray for p in sel_set[0]], sel_set[1],
                                           charset=charset, out_dir=args.out, seed=args.seed, verbose=2, **extra)

@@ -35,6 +35,17 @@ WEIGHTS_FILE = "ctc.weights.h5"
 #: accuracy after ~550 updates (batch 16) and plateaued by ~1,700.
 TARGET_STEPS = 3000
 
+#: Default cap, in seconds, on the CRNN's training when it goes on to further cycles
+#: (:func:`another_cycle`): a first cycle always runs whole.
+CYCLE_BUDGET_S = 900.0
+#: Most learning-rate cycles of a default training run. A scheme made here
+#: (``bench/synthetic.py``: 37 characters, 6-7 a text) read 41 % after one 60-epoch cycle, still
+#: improving at its last epoch, and 90 % after one of 150 epochs; captcha_v2 and wp_rsc stop
+#: improving within their first cycle or read all their selection images right.
+MAX_CYCLES = 3
+#: A cycle whose best epoch falls in its last quarter was still improving.
+LATE = 0.75
+
 #: Augmentation ranges, in model-input pixels at height 32 (scaled for other heights). They cover
 #: what CAPTCHA generators vary (placement, slant, size, stroke contrast, noise, stray
 #: strike-through lines) and are deliberately mild: on captcha_v2 a stronger set (90 % of images,
@@ -67,6 +78,8 @@ def train_ctc_reader(
     batch_size: int = 16,
     patience: int | None = None,
     time_budget_s: float | None = None,
+    max_cycles: int = MAX_CYCLES,
+    cycle_budget_s: float = CYCLE_BUDGET_S,
     height: int | None = None,
     learning_rate: float = 3e-3,
     architecture: dict[str, Any] | None = None,
@@ -81,7 +94,7 @@ def train_ctc_reader(
         charset: the scheme's characters; index ``i`` is ``charset[i]``, blank is ``len(charset)``.
         out_dir: where the weights file goes (created if needed).
         seed: seeds Keras/TF, numpy and the augmentation.
-        max_epochs: upper bound; the learning rate decays to ~0 over this many epochs. None:
+        max_epochs: epochs of one cycle; the learning rate decays to ~0 over this many. None:
             enough epochs for about :data:`TARGET_STEPS` updates, between 6 and 60 (60 epochs on
             captcha_v2's 710 training images, 7 on wp_rsc's 6,700), so training time follows
             the number of updates rather than the size of the data set.
@@ -91,6 +104,12 @@ def train_ctc_reader(
             of ``max_epochs``, at least 3). The score is whole-text validation accuracy, ties
             broken by validation loss; the best weights are restored either way.
         time_budget_s: stop after the first epoch that ends past this many seconds.
+        max_cycles, cycle_budget_s: a cycle that was still improving at its end (its best epoch
+            in its last quarter, the selection images not all read right) is followed by another
+            from its best weights, at half the peak learning rate and with a one-epoch warm-up,
+            while the next one is expected to end within ``cycle_budget_s`` seconds of the start
+            and at most ``max_cycles`` run (:func:`another_cycle`). A scheme that needs more
+            updates than :data:`TARGET_STEPS` then gets them, and one that does not pays nothing.
         height: model input height (None: the training images' median height, clipped to
             16..32 and rounded down to a multiple of 8: 32 for captcha_v2's 50-pixel images, 24
             for wp_rsc's). The width follows from the widest training image's aspect ratio (a
@@ -139,36 +158,44 @@ def train_ctc_reader(
         max_epochs = int(np.clip(math.ceil(TARGET_STEPS / steps_per_epoch), 6, 60))
     if patience is None:
         patience = max(3, max_epochs // 3)
-    total_steps = steps_per_epoch * max_epochs
-    warmup = min(3 * steps_per_epoch, total_steps // 10)
-    # Warm up from a tenth of the peak (CTC on random weights is unstable at full rate), then
-    # cosine decay to ~0 by max_epochs: late epochs polish instead of jumping around.
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=learning_rate / 10,
-        decay_steps=max(1, total_steps - warmup),
-        alpha=0.01,
-        warmup_target=learning_rate,
-        warmup_steps=warmup,
-    )
-    training.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=schedule, clipnorm=5.0),
-        loss=CtcLoss(blank_index=len(charset)),
-    )
-
     augmentation = dict(AUGMENTATION) if augment else {}
     batches = _AugmentedBatches(x_train, y_train, batch_size=batch_size, rng=rng, augmentation=augmentation)
     best = _BestOnValidation(
         inference, x_val, list(val_labels), charset=charset, patience=patience, time_budget_s=time_budget_s
     )
     start = time.monotonic()
-    history = training.fit(
-        batches,
-        validation_data=(x_val, y_val),
-        validation_batch_size=256,
-        epochs=max_epochs,
-        callbacks=[best],
-        verbose=verbose,
-    )
+    cycles: list[dict[str, Any]] = []
+    peak, done = learning_rate, 0
+    while True:
+        began = time.monotonic()
+        # The first cycle warms up from a tenth of the peak (CTC on random weights is unstable at
+        # full rate); a later one starts from trained weights and needs only one epoch of it.
+        warmup_epochs = 3 if not cycles else 1
+        _compile(training, peak=peak, steps=steps_per_epoch * max_epochs, warmup=steps_per_epoch * warmup_epochs,
+                 blank_index=len(charset))
+        history = training.fit(
+            batches,
+            validation_data=(x_val, y_val),
+            validation_batch_size=256,
+            initial_epoch=done,
+            epochs=done + max_epochs,
+            callbacks=[best],
+            verbose=verbose,
+        )
+        ran = len(history.history.get("loss", []))
+        cycles.append({"epochs": ran, "peak_learning_rate": peak, "seconds": round(time.monotonic() - began, 1),
+                       "best_accuracy": best.best_score[0]})
+        first, done = done, done + ran
+        if best.stopped_by == "time_budget" or not another_cycle(
+            best_epoch=best.best_epoch, cycle_first=first, cycle_epochs=max_epochs,
+            best_accuracy=best.best_score[0], elapsed_s=time.monotonic() - start,
+            cycle_s=time.monotonic() - began, budget_s=cycle_budget_s, cycles=len(cycles), max_cycles=max_cycles,
+        ):
+            break
+        log.info("ctc reader: still improving at epoch %d (best %d, selection accuracy %.4f); another cycle",
+                 done, best.best_epoch + 1, best.best_score[0])
+        best.restore()
+        peak /= 2
     seconds = time.monotonic() - start
     best.restore()
 
@@ -178,7 +205,7 @@ def train_ctc_reader(
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS_FILE
     training.save_weights(weights)
-    epochs_run = len(history.history.get("loss", []))
+    epochs_run = done
     log.info(
         "ctc reader: val accuracy %.4f, CER %.4f on %d images after %d epochs (best %d) in %.0f s",
         accuracy, cer, len(val_labels), epochs_run, best.best_epoch + 1, seconds,
@@ -202,9 +229,48 @@ def train_ctc_reader(
             "max_epochs": max_epochs,
             "patience": patience,
             "learning_rate": {"peak": learning_rate, "schedule": "linear warm-up + cosine decay"},
+            "cycles": cycles,
+            "max_cycles": max_cycles,
+            "cycle_budget_s": cycle_budget_s,
             "augmentation": augmentation,
         },
     }
+
+
+def another_cycle(
+    *, best_epoch: int, cycle_first: int, cycle_epochs: int, best_accuracy: float, elapsed_s: float,
+    cycle_s: float, budget_s: float, cycles: int, max_cycles: int,
+) -> bool:
+    """Whether a cycle that has just ended is followed by another.
+
+    Args:
+        best_epoch: the best epoch so far (0-based, counted over all cycles).
+        cycle_first, cycle_epochs: the ended cycle's first epoch (0-based) and its planned length.
+        best_accuracy: the selection accuracy of the best epoch.
+        elapsed_s, cycle_s: seconds since training began, and the ended cycle's own.
+        budget_s: the next cycle must be expected (as long as this one) to end by then.
+        cycles, max_cycles: cycles run so far, and the most allowed.
+    """
+    if cycles >= max_cycles or best_accuracy >= 1.0:
+        return False
+    still_improving = best_epoch >= cycle_first + LATE * cycle_epochs
+    return still_improving and elapsed_s + cycle_s <= budget_s
+
+
+def _compile(training: keras.Model, *, peak: float, steps: int, warmup: int, blank_index: int) -> None:
+    """A fresh Adam whose learning rate warms up linearly from a tenth of ``peak`` over
+    ``warmup`` steps, then decays along a cosine to ~0 by ``steps``: late epochs polish instead
+    of jumping around."""
+    warmup = min(warmup, steps // 10)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak / 10,
+        decay_steps=max(1, steps - warmup),
+        alpha=0.01,
+        warmup_target=peak,
+        warmup_steps=warmup,
+    )
+    training.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule, clipnorm=5.0),
+                     loss=CtcLoss(blank_index=blank_index))
 
 
 def exact_and_cer(predicted: Sequence[str], truth: Sequence[str]) -> tuple[float, float]:
@@ -339,7 +405,7 @@ class _BestOnValidation(keras.callbacks.Callback):
         self.start = time.monotonic()
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.start = time.monotonic()
+        self.stopped_by = "max_epochs"  # each cycle is a fit of its own; the budget counts from the first
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}

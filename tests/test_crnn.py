@@ -29,7 +29,7 @@ from pipeline.crnn import (
     encode_labels,
 )
 from pipeline.line_input import prepare_batch
-from pipeline.train_ctc import augment_image, exact_and_cer, train_ctc_reader
+from pipeline.train_ctc import another_cycle, augment_image, exact_and_cer, train_ctc_reader
 
 TINY = {"height": 16, "width": 48, "n_classes": 10, "conv_filters": (4, 8), "rnn_units": (8,), "dense_units": 8}
 DIGITS = "0123456789"
@@ -346,6 +346,50 @@ def test_train_ctc_reader_writes_weights_and_entry(tmp_path: Path) -> None:
     json.dumps(entry)  # the entry goes into a JSON manifest as is
     reader = CtcReader.from_weights(tmp_path / entry["weights"], charset=DIGITS, architecture=entry["architecture"])
     assert len(reader.read(val_grays)) == 6
+
+
+# best epoch (0-based, over all cycles), accuracy, seconds so far, this cycle's, cycles run -> another?
+# The ended cycle ran epochs 10-19 (planned 10), under a 100 s budget, at most 3 cycles.
+CYCLE_CASES = [
+    (19, 0.8, 40.0, 20.0, 2, True),  # best at the last epoch, time for one more
+    (18, 0.8, 40.0, 20.0, 2, True),  # in the last quarter (17.5 and later)
+    (17, 0.8, 40.0, 20.0, 2, False),  # just before it
+    (15, 0.8, 40.0, 20.0, 2, False),  # improved early in the cycle, then not: done
+    (19, 1.0, 40.0, 20.0, 2, False),  # every selection image right: nothing to gain
+    (19, 0.8, 85.0, 20.0, 2, False),  # the next cycle would end past the budget
+    (19, 0.8, 80.0, 20.0, 2, True),  # ... and exactly at it
+    (19, 0.8, 40.0, 20.0, 3, False),  # the most cycles have run
+]
+
+
+@pytest.mark.parametrize(("best_epoch", "accuracy", "elapsed", "cycle_s", "cycles", "expected"), CYCLE_CASES)
+def test_another_cycle(best_epoch: int, accuracy: float, elapsed: float, cycle_s: float, cycles: int,
+                       expected: bool) -> None:
+    assert another_cycle(best_epoch=best_epoch, cycle_first=10, cycle_epochs=10, best_accuracy=accuracy,
+                         elapsed_s=elapsed, cycle_s=cycle_s, budget_s=100.0, cycles=cycles,
+                         max_cycles=3) is expected
+
+
+def test_train_ctc_reader_cycles_follow_the_rule(tmp_path: Path) -> None:
+    """Cycles as recorded in the entry: each after the first follows a cycle that
+    :func:`another_cycle` said to extend, at half its peak, and the epochs add up."""
+    train_grays, train_labels = _synthetic(24, seed=1)
+    val_grays, val_labels = _synthetic(6, seed=2)
+    entry = train_ctc_reader(
+        train_grays, train_labels, val_grays, val_labels,
+        charset=DIGITS, out_dir=tmp_path, max_epochs=2, batch_size=12, patience=5, height=16, max_cycles=3,
+        cycle_budget_s=1e6, architecture={"conv_filters": (4, 8), "rnn_units": (8,), "dense_units": 8}, verbose=0,
+    )
+    training = entry["training"]
+    cycles = training["cycles"]
+    assert 1 <= len(cycles) <= 3 and training["max_cycles"] == 3
+    assert sum(c["epochs"] for c in cycles) == training["epochs"]
+    assert [c["peak_learning_rate"] for c in cycles] == [3e-3 / 2**i for i in range(len(cycles))]
+    # Tiny data never reads every selection image right here, and a 2-epoch cycle ends "late"
+    # exactly when its second epoch is the best so far: a cycle stops the run only without that.
+    assert all(c["best_accuracy"] < 1.0 for c in cycles)
+    if len(cycles) < 3:
+        assert training["best_epoch"] <= 2 * len(cycles) - 1
 
 
 def test_exact_and_cer() -> None:

@@ -80,6 +80,11 @@ def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.Lo
     assert "--glyph-label-smoothing must be at least 0 and below 1" in caplog.text
     assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--select-fraction", "1.5"]) == 3
     assert "--select-fraction must be between 0 and 1" in caplog.text
+    for flag, value, message in (("--ctc-epochs", "0", "--ctc-epochs must be at least 1"),
+                                 ("--ctc-cycles", "0", "--ctc-cycles must be at least 1"),
+                                 ("--ctc-budget", "nan", "--ctc-budget must be a number of seconds")):
+        assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), flag, value]) == 3
+        assert message in caplog.text
     assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--param", "clean.thin=0.4"]) == 3
     assert "clean has no 'thin'" in caplog.text
     (tmp_path / "few").mkdir()
