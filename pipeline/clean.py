@@ -103,6 +103,27 @@ def clean_counted(
     # Text height: the tallest of the substantial components (a speck or a line tail is not text).
     substantial = areas >= 0.2 * areas.max()
     text_height = float(heights[substantial].max())
-    keep = np.zeros(count, dtype=bool)
-    keep[1:] = areas >= speck_ratio * text_height**2
-    return keep[labels], areas[keep[1:]].astype(np.int64)
+    kept = areas >= speck_ratio * text_height**2
+    return _without(ink, labels, stats, np.flatnonzero(~kept) + 1), areas[kept].astype(np.int64)
+
+
+#: Up to this many dropped components, :func:`_without` erases each inside its own box; beyond,
+#: one look-up over the whole label image is cheaper.
+_FEW = 8
+
+
+def _without(ink: np.ndarray, labels: np.ndarray, stats: np.ndarray, dropped: np.ndarray) -> np.ndarray:
+    """bool (H, W): the ink, but for the components ``dropped`` (their labels). The same mask as
+    ``keep[labels]`` with ``keep`` false for the background and the dropped components; a few
+    specks are erased within their bounding boxes, not by indexing the whole label image."""
+    if len(dropped) > _FEW:
+        keep = np.ones(len(stats), dtype=bool)
+        keep[0] = False
+        keep[dropped] = False
+        return keep[labels]
+    out = ink.astype(bool)
+    for label in dropped.tolist():
+        x, y, w, h = stats[label, :4].tolist()
+        box = out[y : y + h, x : x + w]
+        box[labels[y : y + h, x : x + w] == label] = False
+    return out

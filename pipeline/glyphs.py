@@ -21,32 +21,29 @@ def lattice_crops(
     plan: np.ndarray | None = None,
 ) -> np.ndarray:
     """The classifier's input for lattice segments ``ids``: their crops (:func:`crop_glyphs`, of
-    ``source`` when given: the mask and grey-level planes), then the first-glyph mark where
-    ``params.first_mark``: a constant channel, all 255 for the segments that begin the text
-    (``Lattice.opening``) and 0 for the others, a fact about the segment its pixels cannot show.
+    ``source`` when given: the mask and grey-level planes, uint8 (C, H, W)), then the first-glyph
+    mark where ``params.first_mark``: a constant channel, all 255 for the segments that begin the
+    text (``Lattice.opening``) and 0 for the others, a fact about the segment its pixels cannot show.
 
     ``plan``: :func:`lattice_plan` of every segment when the caller made it already (the
     workers do), so that only the cutting is left.
 
     Returns:
-        uint8 (N, size, size), or (N, size, size, params.channels).
+        uint8 (N, size, size), or (N, size, size, params.channels) (a view of planes cut one
+        after the other: this runs a few times per image, in the main process).
     """
     ids = np.asarray(ids, dtype=np.int64)
     if plan is None:
         plan = lattice_plan(mask, lattice, params, ids)
     else:
         plan = plan[ids]
-    ink = mask.astype(np.uint8) * 255 if source is None else source
+    planes = (mask.astype(np.uint8) * 255)[None] if source is None else source
     size = params.size
-    if not params.first_mark:
-        return cut_crops(ink, plan, size=size)
-    # The crop planes are cut straight into the first channels of the output (no concatenation:
-    # this runs a few times per image, in the main process), then the mark is set.
-    out = np.zeros((len(ids), size, size, params.channels), dtype=np.uint8)
-    planes = out[..., :-1] if source is not None and source.ndim == 3 else out[..., 0]
-    cut_crops(ink, plan, size=size, out=planes)
-    out[lattice.opening[ids], :, :, -1] = 255
-    return out
+    out = np.zeros((len(ids), params.channels, size, size), dtype=np.uint8)
+    cut_crops(planes, plan, size=size, out=out[:, : len(planes)])
+    if params.first_mark:
+        out[lattice.opening[ids], -1] = 255
+    return out[:, 0] if params.channels == 1 else out.transpose(0, 2, 3, 1)
 
 
 def lattice_plan(mask: np.ndarray, lattice: Lattice, params: GlyphParams, ids: np.ndarray | None = None) -> np.ndarray:
@@ -58,7 +55,7 @@ def lattice_plan(mask: np.ndarray, lattice: Lattice, params: GlyphParams, ids: n
 
 def crop_glyphs(
     mask: np.ndarray, spans: np.ndarray, *, size: int = 20, margin: int = 2, rows: np.ndarray | None = None,
-    source: np.ndarray | None = None, out: np.ndarray | None = None,
+    source: np.ndarray | None = None,
 ) -> np.ndarray:
     """Crops of the ink between column pairs: :func:`crop_plan`, then :func:`cut_crops`.
 
@@ -71,15 +68,15 @@ def crop_glyphs(
             (``Lattice.rows``); measured here when None.
         source: uint8 (H, W), or (H, W, C) planes cut in one pass, to cut the boxes from instead
             of the mask (the boxes still come from the mask's ink), e.g. :func:`shade`.
-        out: zeros of the returned shape and dtype to cut the crops into (e.g. a view of the first
-            channels of a larger array); a new array when None.
 
     Returns:
         uint8 (S, size, size), or (S, size, size, C) for a (H, W, C) source; ink 255 on 0 for the
         mask; an all-zero crop where the columns hold no ink.
     """
     plan = crop_plan(mask, spans, size=size, margin=margin, rows=rows)
-    return cut_crops(mask.astype(np.uint8) * 255 if source is None else source, plan, size=size, out=out)
+    if source is None or source.ndim == 2:
+        return cut_crops(mask.astype(np.uint8) * 255 if source is None else source, plan, size=size)
+    return np.moveaxis(cut_crops(np.ascontiguousarray(np.moveaxis(source, -1, 0)), plan, size=size), 1, -1)
 
 
 def crop_plan(
@@ -120,32 +117,35 @@ def crop_plan(
         scale = inner / np.maximum(ph, pw)
         nh = np.maximum(1, np.rint(ph * scale)).astype(np.int64)
         nw = np.maximum(1, np.rint(pw * scale)).astype(np.int64)
-    plan[:] = np.stack([rows[:, 0], rows[:, 1], lo, hi, nh, nw, (size - nh) // 2, (size - nw) // 2], axis=1)
+    for column, values in enumerate((rows[:, 0], rows[:, 1], lo, hi, nh, nw, (size - nh) // 2, (size - nw) // 2)):
+        plan[:, column] = values  # column by column: np.stack and a copy cost more on a few dozen rows
     plan[~has_ink, 4] = 0
     return plan
 
 
 def cut_crops(ink: np.ndarray, plan: np.ndarray, *, size: int, out: np.ndarray | None = None) -> np.ndarray:
-    """The crops a :func:`crop_plan` describes, cut from ``ink``: uint8 (H, W), or (H, W, C)
-    planes; into ``out`` (zeros, uint8 (S, size, size[, C])) when given."""
-    planes = ink.shape[2:]
-    shape = (len(plan), size, size, *planes)
+    """The crops a :func:`crop_plan` describes, cut from ``ink``: uint8 (H, W), or (C, H, W)
+    planes; into ``out`` (zeros, uint8 (S, size, size), or (S, C, size, size) for planes) when given.
+
+    Each plane is resized on its own, straight into its place in ``out``: OpenCV's multi-channel
+    INTER_AREA rounds differently (by one level), and crops must stay what the shipped models were
+    trained on; planes first, a plane's rows are contiguous, so OpenCV neither copies its input
+    nor its output.
+    """
+    flat = ink.ndim == 2
+    planes = ink[None] if flat else ink
+    shape = (len(plan), size, size) if flat else (len(plan), len(planes), size, size)
     if out is None:
         out = np.zeros(shape, dtype=np.uint8)
     elif out.shape != shape or out.dtype != np.uint8:
         raise ValueError(f"out must be uint8 {shape}, got {out.dtype} {out.shape}")
+    into = out[:, None] if flat else out
     for n, (r0, r1, c0, c1, nh, nw, top, left) in enumerate(plan.tolist()):
         if nh == 0:
             continue  # no ink in these columns
-        piece = ink[r0:r1, c0:c1]
-        window = out[n, top : top + nh, left : left + nw]
-        if planes:
-            # Plane by plane: OpenCV's multi-channel INTER_AREA rounds differently (by one level),
-            # and crops must stay what the shipped models were trained on.
-            for c in range(planes[0]):
-                window[..., c] = cv2.resize(piece[..., c], (nw, nh), interpolation=cv2.INTER_AREA)
-        else:
-            window[...] = cv2.resize(piece, (nw, nh), interpolation=cv2.INTER_AREA)
+        for c, plane in enumerate(planes):
+            cv2.resize(plane[r0:r1, c0:c1], (nw, nh), dst=into[n, c, top : top + nh, left : left + nw],
+                       interpolation=cv2.INTER_AREA)
     return out
 
 

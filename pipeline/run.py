@@ -256,7 +256,7 @@ def _row(item: Item, trace: Trace | None, error: str | None) -> dict[str, str]:
     row["route"], row["reason"] = trace.route, trace.reason
     row["confidence"] = f"{trace.confidence:.4f}"
     if trace.chosen is not None:
-        row["char_confidences"] = " ".join(f"{c:.3f}" for c in trace.chosen.char_conf)
+        row["char_confidences"] = " ".join([f"{c:.3f}" for c in trace.chosen.char_conf.tolist()])
     if trace.segment is not None:
         row["segment_prediction"] = trace.segment.text
         row["segment_confidence"] = f"{trace.segment.confidence:.4f}"

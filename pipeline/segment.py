@@ -57,8 +57,11 @@ class Lattice:
     def boxes(self, ids: np.ndarray) -> np.ndarray:
         """int (N, 4): (x0, y0, x1, y1) of segments ``ids``, the columns between their cuts and
         the ink rows inside them."""
-        seg_from, seg_to = self.segments[ids, 0], self.segments[ids, 1]
-        return np.stack([self.cuts[seg_from], self.rows[ids, 0], self.cuts[seg_to], self.rows[ids, 1]], axis=1)
+        out = np.empty((len(ids), 4), dtype=np.int64)
+        pairs = self.segments[ids]
+        out[:, 0], out[:, 2] = self.cuts[pairs[:, 0]], self.cuts[pairs[:, 1]]
+        out[:, 1::2] = self.rows[ids]
+        return out
 
     @property
     def span(self) -> tuple[int, int]:
@@ -136,8 +139,9 @@ def propose(
     if span < n_min * 2:
         return _failed(n_components, f"text span {span} px is too narrow for {n_min} glyphs")
     cuts = _candidate_cuts(col, x0, x1, n_max, cut_ink * text_height, cuts_per_glyph, grid_step)
-    # A trimmed tail stays on offer: paths may also start at the first ink or end at the last.
-    cuts = np.unique(np.concatenate([cuts, [xa, xb]]))
+    # A trimmed tail stays on offer: paths may also start at the first ink or end at the last
+    # (cuts run from x0 to x1, and xa <= x0, x1 <= xb).
+    cuts = np.array([*([xa] if xa < x0 else []), *cuts.tolist(), *([xb] if xb > x1 else [])], dtype=np.int64)
     starts = tuple(sorted({0, int(np.searchsorted(cuts, x0))}))
     ends = tuple(sorted({len(cuts) - 1, int(np.searchsorted(cuts, x1))}))
 
@@ -151,7 +155,7 @@ def propose(
         # of the reading work on captcha_v2.
         live = on_some_path(i_idx, j_idx, len(cuts), starts, ends, lengths)
         i_idx, j_idx = i_idx[live], j_idx[live]
-    segments = np.stack([i_idx, j_idx], axis=1).astype(np.int64)
+    segments = _pairs(i_idx, j_idx)
     seg_width = widths[i_idx, j_idx].astype(np.float64)
     # Equal-width prior around the mean glyph width of the most likely length, and a penalty for
     # cutting through ink (normalised by the text height: a full-height stroke costs 1).
@@ -169,11 +173,12 @@ def propose(
     interval_first = np.minimum.reduceat(first[: cuts[-1]], cuts[:-1])
     interval_last = np.maximum.reduceat(last[: cuts[-1]], cuts[:-1])
     # table[i, j] = reduction over intervals i..j-1: mask intervals before i, accumulate along j.
-    before = np.tri(len(cuts) - 1, k=-1, dtype=bool)  # before[i, m]: interval m lies before cut i
+    intervals = np.arange(len(cuts) - 1)
+    before = intervals[None, :] < intervals[:, None]  # before[i, m]: interval m lies before cut i
     top_table = np.minimum.accumulate(np.where(before, h, interval_first[None, :]), axis=1)
     bottom_table = np.maximum.accumulate(np.where(before, 0, interval_last[None, :]), axis=1)
     # Segment (i, j) covers intervals i .. j - 1: entry [i, j - 1] of the tables.
-    seg_rows = np.stack([top_table[i_idx, j_idx - 1], bottom_table[i_idx, j_idx - 1]], axis=1).astype(np.int64)
+    seg_rows = _pairs(top_table[i_idx, j_idx - 1], bottom_table[i_idx, j_idx - 1])
     return Lattice(cuts, segments, prior, seg_rows, n_components, starts=starts, ends=ends)
 
 
@@ -232,14 +237,21 @@ def on_some_path(seg_from: np.ndarray, seg_to: np.ndarray, k: int, starts: tuple
     backward = np.zeros((n_max, k), dtype=bool)
     forward[0, list(starts)] = True
     backward[0, [e % k for e in ends]] = True
-    for m in range(1, n_max):
-        forward[m] = (forward[m - 1][:, None] & step).any(axis=0)
-        backward[m] = (step & backward[m - 1][None, :]).any(axis=1)
+    for m in range(1, n_max):  # boolean matrix products: OR over the cuts of AND
+        forward[m] = forward[m - 1] @ step
+        backward[m] = step @ backward[m - 1]
     live = np.zeros(len(seg_from), dtype=bool)
     for n in lengths:
         for m in range(n):  # the segment as the (m + 1)-th of n
             live |= forward[m][seg_from] & backward[n - 1 - m][seg_to]
     return live
+
+
+def _pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """int64 (S, 2) of two int (S,) columns (np.stack and a cast, at a third of their cost)."""
+    out = np.empty((len(a), 2), dtype=np.int64)
+    out[:, 0], out[:, 1] = a, b
+    return out
 
 
 def _failed(n_components: int, why: str) -> Lattice:
@@ -287,6 +299,10 @@ def _trim_tails(col: np.ndarray, min_ink: float, min_run: float) -> tuple[int, i
     return x0, x1
 
 
+#: The column profile's smoothing kernel (:func:`_candidate_cuts`), made once.
+_SMOOTH = np.ones(3) / 3.0
+
+
 def _candidate_cuts(
     col: np.ndarray, x0: int, x1: int, n_max: int, max_ink: float, cuts_per_glyph: float, grid_step: float
 ) -> np.ndarray:
@@ -297,21 +313,19 @@ def _candidate_cuts(
     none, equal-width grid points.
     """
     inner = col[x0:x1]
-    smooth = np.convolve(inner, np.ones(3) / 3.0, mode="same")
+    smooth = np.convolve(inner, _SMOOTH, mode="same")
     cuts: set[int] = {x0, x1}
     # Gap centres.
     empty = inner == 0
     if empty.any():
         edges = np.diff(np.concatenate([[0], empty.astype(np.int8), [0]]))
-        for g0, g1 in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
-            cuts.add(x0 + int((g0 + g1) // 2))
+        cuts.update((x0 + (np.flatnonzero(edges == 1) + np.flatnonzero(edges == -1)) // 2).tolist())
     # Local minima of the smoothed profile (plateaus count once), low enough to be cut through.
     left = np.concatenate([[np.inf], smooth[:-1]])
     right = np.concatenate([smooth[1:], [np.inf]])
     minima = np.flatnonzero((smooth <= left) & (smooth < right) & (smooth <= max_ink) & ~empty)
     budget = int(np.ceil(cuts_per_glyph * n_max))
-    for m in minima[np.argsort(smooth[minima], kind="stable")][:budget]:
-        cuts.add(x0 + int(m))
+    cuts.update((x0 + minima[np.argsort(smooth[minima], kind="stable")][:budget]).tolist())
     # Grid points every ``grid_step`` glyph widths inside stretches with no cut wider than
     # ~1.2 glyphs (fused glyphs): the cut between two touching glyphs is near one of them.
     glyph = (x1 - x0) / n_max
@@ -321,4 +335,5 @@ def _candidate_cuts(
         if b - a > 1.2 * glyph:
             for x in np.arange(a + step, b - 0.5 * step, step):
                 cuts.add(int(round(x)))
-    return np.array(sorted(c for c in cuts if x0 <= c <= x1), dtype=np.int64)
+    out = np.array(sorted(cuts), dtype=np.int64)
+    return out[(out >= x0) & (out <= x1)]

@@ -159,3 +159,30 @@ def test_the_kept_areas_are_the_cleaned_masks_own_components(density: float):
 def test_an_empty_mask_keeps_no_components():
     cleaned, kept = clean_counted(np.zeros((10, 10), bool))
     assert not cleaned.any() and kept.shape == (0,) and substantial(kept) == 0
+
+
+@pytest.mark.parametrize("specks", [0, 1, 5, 8, 9, 40])
+def test_specks_are_dropped_whatever_their_number(specks: int):
+    """Few dropped specks are erased box by box, many by one look-up: either way exactly the
+    components under the speck area go, overlapping boxes included (a speck inside a glyph's box)."""
+    mask = np.zeros((40, 160), bool)
+    mask[5:35, 10:22] = True  # two glyphs, the first an "n" with a speck under its arch
+    mask[5:12, 22:40] = True
+    mask[5:35, 34:40] = True
+    mask[5:35, 60:72] = True
+    rng = np.random.default_rng(specks)
+    spots = [(30, 28)] + [(int(y), int(x)) for y, x in zip(rng.integers(0, 40, 200), rng.integers(80, 160, 200),
+                                                           strict=True)]
+    placed = []
+    for y, x in spots:
+        if len(placed) == specks:
+            break
+        if not mask[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2].any():
+            mask[y, x] = True
+            placed.append((y, x))
+    cleaned, kept = clean_counted(mask, thin_ratio=0)
+    count, labels, stats = components(mask.astype(np.uint8))
+    big = stats[:, cv2.CC_STAT_AREA] >= 10
+    big[0] = False
+    np.testing.assert_array_equal(cleaned, big[labels])
+    assert len(kept) == 2 and not any(cleaned[y, x] for y, x in placed) and len(placed) == specks
