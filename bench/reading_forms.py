@@ -73,7 +73,7 @@ def crnn(bundle: Any, prepared: list[Prepared], repeats: int) -> dict[str, Any]:
         training, inference = build_crnn(**entry["architecture"])
         training.load_weights(bundle.weights_path("ctc"))
         trained = CtcReader(inference, reading.charset, reading.height, reading.width)
-    x = prepare_batch([p.gray for p in prepared], height=reading.height, width=reading.width)
+    x = prepare_batch([p.planes()[0] for p in prepared], height=reading.height, width=reading.width)
     forms = {"trained": trained, "reading": reading}
     for reader in forms.values():
         reader.read_inputs(x[:2])  # trace the predict function before timing

@@ -7,6 +7,7 @@ a stage that fails on it, becomes an error string for that file; the rest of the
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -81,14 +82,15 @@ def _prepare_chunk(
 
 def _prepare_chunk_in_worker(
     paths: Sequence[Path], params: StageParams, lengths: tuple[int, ...], height: int,
-    line_size: tuple[int, int] | None = None,
+    line_size: tuple[int, int] | None = None, planes: bool = True,
 ) -> list[Prepared | str]:
     """:func:`_prepare_chunk` in a worker process, with OpenCV on one thread: the workers already
     fill the cores, and on CAPTCHA-sized images OpenCV's own threads only add work (CPU time of
     the image stages 3.8 -> 2.4 ms an image on the 2-core machine, the same wall time alone; an
-    ad-hoc timing)."""
+    ad-hoc timing). Without ``planes``, each image is sent :meth:`~Prepared.without_planes`."""
     cv2.setNumThreads(1)
-    return _prepare_chunk(paths, params, lengths, height, line_size)
+    done = _prepare_chunk(paths, params, lengths, height, line_size)
+    return done if planes else [p if isinstance(p, str) else p.without_planes() for p in done]
 
 
 def chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
@@ -113,9 +115,15 @@ def iter_prepared(
     n_jobs: int | None = None,
     chunk: int = CHUNK,
     line_size: tuple[int, int] | None = None,
+    planes: bool = True,
 ) -> Iterator[list[Prepared | str]]:
     """Yield, chunk by chunk and in input order, a Prepared or an error string per path
-    (with the CRNN's input when ``line_size`` is given)."""
+    (with the CRNN's input when ``line_size`` is given).
+
+    ``planes=False``: images prepared in worker processes come without their grey, binary and
+    cleaned planes where the crops need none of them (:meth:`Prepared.without_planes`: less to
+    send, which costs CPU on both sides), and :meth:`Prepared.planes` makes them again from the
+    file for the few that are drawn. For runs that draw every image, keep them."""
     n_jobs = default_jobs() if n_jobs is None else n_jobs
     chunks = [paths[a:b] for a, b in chunk_bounds(len(paths), chunk)]
     if not uses_workers(len(paths), n_jobs, chunk):
@@ -130,7 +138,16 @@ def iter_prepared(
         warnings.filterwarnings("ignore", message=".*still being processed by the workers have been cancelled",
                                 category=UserWarning)
         work = delayed(_prepare_chunk_in_worker)
-        yield from parallel(work(part, params, lengths, height, line_size) for part in chunks)
+        done = parallel(work(part, params, lengths, height, line_size, planes) for part in chunks)
+        try:
+            for part, prepared in zip(chunks, done, strict=True):  # joblib keeps the order
+                for path, p in zip(part, prepared, strict=True):
+                    if not isinstance(p, str) and p.gray is None:
+                        p.remake = functools.partial(prepare_file, path, params=params, lengths=lengths,
+                                                     height=height)
+                yield prepared
+        finally:
+            done.close()  # a run stopped early: here, where joblib's warnings are expected
 
 
 def prepare_all(

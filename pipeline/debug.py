@@ -20,13 +20,13 @@ GREEN, RED, BLUE, GREY = (40, 170, 40), (30, 30, 220), (200, 90, 20), (150, 150,
 
 def stage_images(trace: Trace) -> list[tuple[str, np.ndarray]]:
     """(stage name, BGR uint8 image) for every stage of one trace, in pipeline order."""
-    prep = trace.prepared
-    gray = cv2.cvtColor(prep.gray, cv2.COLOR_GRAY2BGR)
+    grey, binary, cleaned = trace.prepared.planes()
+    gray = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
     images = [
         ("gray", gray),
-        ("binary", _mask(prep.binary)),
-        ("cleaned", _mask(prep.cleaned)),
-        ("components", _components(prep.cleaned)),
+        ("binary", _mask(binary)),
+        ("cleaned", _mask(cleaned)),
+        ("components", _components(cleaned)),
         ("split", _split(gray, trace)),
     ]
     if trace.path is not None:

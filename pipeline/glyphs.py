@@ -17,8 +17,8 @@ from pipeline.segment import Lattice
 
 
 def lattice_crops(
-    mask: np.ndarray, lattice: Lattice, ids: np.ndarray, *, params: GlyphParams, source: np.ndarray | None = None,
-    plan: np.ndarray | None = None,
+    mask: np.ndarray | None, lattice: Lattice, ids: np.ndarray, *, params: GlyphParams,
+    source: np.ndarray | None = None, plan: np.ndarray | None = None,
 ) -> np.ndarray:
     """The classifier's input for lattice segments ``ids``: their crops (:func:`crop_glyphs`, of
     ``source`` when given: the mask and grey-level planes, uint8 (C, H, W)), then the first-glyph
@@ -33,11 +33,10 @@ def lattice_crops(
         after the other: this runs a few times per image, in the main process).
     """
     ids = np.asarray(ids, dtype=np.int64)
-    if plan is None:
-        plan = lattice_plan(mask, lattice, params, ids)
-    else:
-        plan = plan[ids]
-    planes = (mask.astype(np.uint8) * 255)[None] if source is None else source
+    if mask is None and (plan is None or source is None):
+        raise ValueError("crops need the cleaned mask unless both their planes and their plan are given")
+    plan = plan[ids] if plan is not None else lattice_plan(mask, lattice, params, ids)  # type: ignore[arg-type]
+    planes = source if source is not None else (mask.astype(np.uint8) * 255)[None]  # type: ignore[union-attr]
     size = params.size
     out = np.zeros((len(ids), params.channels, size, size), dtype=np.uint8)
     cut_crops(planes, plan, size=size, out=out[:, : len(planes)])

@@ -179,8 +179,11 @@ def _gallery(gallery: Sequence[GalleryEntry]) -> str:
             readings.append(f"segment <code>{_e(entry.segment[0])}</code> ({entry.segment[1]:.2f})")
         if entry.ctc:
             readings.append(f"ctc <code>{_e(entry.ctc[0])}</code> ({entry.ctc[1]:.2f})")
-        stages = stage_images(entry.trace) if entry.trace is not None else []
-        pictures = "".join(f"<div>{_e(stage)}<br>{_img(encode_png(image), stage)}</div>" for stage, image in stages)
+        try:
+            stages = stage_images(entry.trace) if entry.trace is not None else []
+            pictures = "".join(f"<div>{_e(stage)}<br>{_img(encode_png(image), stage)}</div>" for stage, image in stages)
+        except ValueError as exc:  # its stage images could not be made again (the file changed or went)
+            pictures = f"<div>no stage images: {_e(str(exc))}</div>"
         out.append(
             f"<div class='fail'><b>{_e(entry.file)}</b>: label <code>{_e(entry.label)}</code>, read "
             f"<code>{_e(entry.prediction)}</code> by {_e(entry.route)} ({_e(entry.reason)}); "

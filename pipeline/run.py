@@ -201,8 +201,11 @@ def _run(items: list[Item], args: argparse.Namespace, bundle: Any, readers: tupl
     try:
         # The CRNN's inputs are made in the workers too, when this mode may need them.
         line_size = (line_reader.height, line_reader.width) if line_reader is not None else None
+        # Every image's stage planes come back only when every image is drawn; the few others
+        # drawn (--debug-failures, the report's gallery) are made again from their files.
         chunks = iter_prepared([it.path for it in items], params=params, lengths=bundle.lengths,
-                               height=bundle.image_height, n_jobs=args.jobs, line_size=line_size)
+                               height=bundle.image_height, n_jobs=args.jobs, line_size=line_size,
+                               planes=args.debug)
         for chunk in chunks:
             chunk_items = items[done : done + len(chunk)]
             ok = [(it, p) for it, p in zip(chunk_items, chunk, strict=True) if not isinstance(p, str)]

@@ -210,8 +210,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
 
         given = {"max_epochs": args.ctc_epochs, "max_cycles": args.ctc_cycles, "cycle_budget_s": args.ctc_budget}
         extra = {name: value for name, value in given.items() if value is not None}
-        readers["ctc"] = train_ctc_reader([p.gray for p in train_set[0]], train_set[1],
-                                          [p.gray for p in sel_set[0]], sel_set[1],
+        readers["ctc"] = train_ctc_reader([p.planes()[0] for p in train_set[0]], train_set[1],
+                                          [p.planes()[0] for p in sel_set[0]], sel_set[1],
                                           charset=charset, out_dir=args.out, seed=args.seed, verbose=2, **extra)
         readers["ctc"]["selection"] = readers["ctc"].pop("validation")
         readers["ctc"]["validation"] = _ctc_validation(args.out, readers["ctc"], charset, val_set)
@@ -282,7 +282,7 @@ def _ctc_validation(folder: Path, entry: dict[str, Any], charset: str,
     from pipeline.train_ctc import exact_and_cer
 
     reader = CtcReader.from_weights(folder / entry["weights"], charset=charset, architecture=entry["architecture"])
-    texts = [text for text, _ in reader.read([p.gray for p in val_set[0]])]
+    texts = [text for text, _ in reader.read([p.planes()[0] for p in val_set[0]])]
     accuracy, cer = exact_and_cer(texts, list(val_set[1]))
     return {"images": len(texts), "accuracy": accuracy, "char_error_rate": cer}
 
@@ -318,7 +318,7 @@ def choose_threshold(manifest: dict[str, Any], folder: Path, sel_set: tuple[Sequ
     lengths = bundle.lengths
     prepared, labels = sel_set
     segment = [r for r, *_ in read_segments(prepared, GlyphClassifier.from_bundle(bundle), lengths, every=True)]
-    ctc = [Reading(t, c) for t, c in CtcReader.from_bundle(bundle).read([p.gray for p in prepared])]
+    ctc = [Reading(t, c) for t, c in CtcReader.from_bundle(bundle).read([p.planes()[0] for p in prepared])]
     threshold, accuracy = best_threshold(segment, ctc, labels)
     return {"threshold": threshold, "selection_accuracy": accuracy, "selection_images": len(labels)}
 

@@ -103,7 +103,7 @@ def training_crops(
         # Reject examples, judged by ink rather than columns: a segment is "not one whole glyph"
         # when it misses much of every chosen glyph's ink (a sliver of an "m") or carries much ink
         # of a second one (a glyph plus its neighbour's leg). Near-misses in between are skipped.
-        col = prep.cleaned.sum(axis=0).astype(np.float64)
+        col = prep.planes()[2].sum(axis=0).astype(np.float64)
         cum = np.concatenate([[0.0], np.cumsum(col)])
         spans = lat.cuts[lat.segments]  # (S, 2)
         chosen = spans[ids]  # (n, 2)
