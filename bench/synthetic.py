@@ -142,6 +142,10 @@ def main() -> int:
         "training_seconds": {"command": round(train_seconds, 1),
                              **{name: r["training"]["seconds"] for name, r in manifest["readers"].items()}},
         "stage_params": manifest["params"],
+        # How each reader's training went (the CRNN's cycles among them), and what it read on the
+        # selection and validation images.
+        "readers": {name: {key: r.get(key) for key in ("training", "selection", "validation")}
+                    for name, r in manifest["readers"].items()},
         "default_mode": figures["auto"]["routes"]["auto"] if "auto" in figures else None,
         **{mode: figures[mode] for mode in modes if mode != "auto"},
     }

@@ -102,7 +102,8 @@ def train_ctc_reader(
             matters on a few hundred images.
         patience: epochs without a better validation score before stopping (None: a third
             of ``max_epochs``, at least 3). The score is whole-text validation accuracy, ties
-            broken by validation loss; the best weights are restored either way.
+            broken by validation loss; the best weights are restored either way. A later cycle
+            counts them from its own first epoch at the earliest.
         time_budget_s: stop after the first epoch that ends past this many seconds.
         max_cycles, cycle_budget_s: a cycle that was still improving at its end (its best epoch
             in its last quarter, the selection images not all read right) is followed by another
@@ -173,6 +174,7 @@ def train_ctc_reader(
         warmup_epochs = 3 if not cycles else 1
         _compile(training, peak=peak, steps=steps_per_epoch * max_epochs, warmup=steps_per_epoch * warmup_epochs,
                  blank_index=len(charset))
+        best.cycle_first = done
         history = training.fit(
             batches,
             validation_data=(x_val, y_val),
@@ -403,6 +405,7 @@ class _BestOnValidation(keras.callbacks.Callback):
         self.best_weights: list[np.ndarray] | None = None
         self.stopped_by = "max_epochs"
         self.start = time.monotonic()
+        self.cycle_first = 0  # the first epoch of the cycle under way
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.stopped_by = "max_epochs"  # each cycle is a fit of its own; the budget counts from the first
@@ -419,7 +422,9 @@ class _BestOnValidation(keras.callbacks.Callback):
             self.best_score, self.best_epoch = score, epoch
             self.best_weights = self.model.get_weights()
         log.debug("epoch %d: val accuracy %.4f, CER %.4f, val loss %.4f", epoch + 1, accuracy, cer, val_loss)
-        if epoch - self.best_epoch >= self.patience:
+        # A later cycle starts from the best weights at a higher rate, which first makes them
+        # worse: it gets its own ``patience`` epochs before it can be stopped.
+        if epoch - max(self.best_epoch, self.cycle_first) >= self.patience:
             self.stopped_by = "patience"
             self.model.stop_training = True
         elif self.time_budget_s is not None and time.monotonic() - self.start > self.time_budget_s:
