@@ -33,10 +33,13 @@ def lattice_crops(
         after the other: this runs a few times per image, in the main process).
     """
     ids = np.asarray(ids, dtype=np.int64)
-    if mask is None and (plan is None or source is None):
+    if plan is not None and source is not None:
+        plan, planes = plan[ids], source
+    elif mask is None:
         raise ValueError("crops need the cleaned mask unless both their planes and their plan are given")
-    plan = plan[ids] if plan is not None else lattice_plan(mask, lattice, params, ids)  # type: ignore[arg-type]
-    planes = source if source is not None else (mask.astype(np.uint8) * 255)[None]  # type: ignore[union-attr]
+    else:
+        plan = plan[ids] if plan is not None else lattice_plan(mask, lattice, params, ids)
+        planes = source if source is not None else (mask.astype(np.uint8) * 255)[None]
     size = params.size
     out = np.zeros((len(ids), params.channels, size, size), dtype=np.uint8)
     cut_crops(planes, plan, size=size, out=out[:, : len(planes)])

@@ -10,8 +10,8 @@ import pytest
 
 from pipeline.binarize import binarize
 from pipeline.clean import clean
-from pipeline.config import BinarizeParams, CleanParams, SegmentParams, StageParams
-from pipeline.glyphs import crop_glyphs, shade
+from pipeline.config import BinarizeParams, CleanParams, GlyphParams, SegmentParams, StageParams
+from pipeline.glyphs import crop_glyphs, lattice_crops, lattice_plan, shade
 from pipeline.segment import best_path, on_some_path, propose
 
 
@@ -310,3 +310,22 @@ def test_pruning_keeps_the_best_path_of_every_length(seed: int):
         if a is not None and b is not None:
             assert a.score == pytest.approx(b.score)
             assert np.array_equal(a.boxes, b.boxes)
+
+
+def test_lattice_crops_from_planes_and_plan_alone_match_the_mask_s():
+    """What a worker sends without the mask (its crop planes and plan) cuts the same crops, and
+    without the plan too the mask is needed: refused, not guessed."""
+    mask = np.zeros((20, 60), bool)
+    mask[3:17, 5:15] = mask[3:17, 25:33] = mask[6:14, 40:55] = True
+    lattice = propose(mask, lengths=(3,))
+    params = GlyphParams(shade=True, first_mark=True)
+    grey = np.where(mask, 200, 10).astype(np.uint8)
+    source = np.stack([mask.astype(np.uint8) * 255, grey])
+    ids = np.arange(len(lattice.segments))
+    plan = lattice_plan(mask, lattice, params)
+    with_mask = lattice_crops(mask, lattice, ids, params=params, source=source)
+    without = lattice_crops(None, lattice, ids, params=params, source=source, plan=plan)
+    np.testing.assert_array_equal(with_mask, without)
+    assert with_mask.shape == (len(ids), 20, 20, 3) and (with_mask[lattice.opening, :, :, 2] == 255).all()
+    with pytest.raises(ValueError, match="need the cleaned mask"):
+        lattice_crops(None, lattice, ids, params=params, source=source)
