@@ -60,7 +60,7 @@ def measure(model: str, *, shot: bool) -> dict:
     # rejects ("found 4 glyphs, expected 5") counted wrong even where its text is right.
     seg_route, rejected = summary["routes"].get("segment"), summary["segmentation"].get("rejected_box")
     if seg_route and rejected and seg_route["images"]:
-        right = round(seg_route["accuracy"] * seg_route["images"]) - rejected["right"]
+        right = seg_route["right"] - rejected["right"]
         summary["segment_rejected_boxes_wrong"] = {"accuracy": right / seg_route["images"], "right": right,
                                                    "images": seg_route["images"]}
     return summary

@@ -35,7 +35,7 @@ SCHEMA = {
     "reachable (right reading reachable from the candidate boxes: a perfect judge's ceiling)",
     "glyphs": "where the segment reading has the label's length: accuracy, per_character "
     "{char: precision, recall, support}, confusion {labels, matrix}, most_confused [[true, predicted, count]]",
-    "routes": "segment / ctc / auto: images, accuracy, char_accuracy, cer, mean_confidence_right/wrong",
+    "routes": "segment / ctc / auto: images, right, accuracy, char_accuracy, cer, mean_confidence_right/wrong",
     "comparison": "both_right, only_segment_right, only_ctc_right, both_wrong; auto_choices {route: {chosen, right}}; "
     "auto_gain_over {segment, ctc}",
     "calibration": "per route: bins [{low, high, images, accuracy}]",
@@ -82,6 +82,7 @@ class RouteStats:
         n = max(self.images, 1)
         return {
             "images": self.images,
+            "right": self.right,
             "accuracy": self.right / n,
             "char_accuracy": self.char_right / max(self.label_chars, 1),
             "cer": self.edits / max(self.label_chars, 1),

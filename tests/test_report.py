@@ -50,6 +50,7 @@ def test_counts_and_comparison():
     assert s["comparison"]["only_segment_right"] == 1 and s["comparison"]["both_wrong"] == 1
     assert s["routes"]["segment"]["accuracy"] == 0.5 and s["routes"]["ctc"]["accuracy"] == 0.5
     assert s["routes"]["auto"]["accuracy"] == 0.75
+    assert [s["routes"][r]["right"] for r in ("segment", "ctc", "auto")] == [2, 2, 3]
     assert s["comparison"]["auto_choices"] == {"segment": {"chosen": 2, "right": 2}, "ctc": {"chosen": 2, "right": 1}}
     assert s["comparison"]["auto_gain_over"] == {"segment": 0.25, "ctc": 0.25}
     # CER of ctc: 0 + 0 + 1 ("aac") + 2 ("bbb") edits over 12 label characters.
