@@ -128,6 +128,26 @@ def test_debug_images_for_every_stage(tmp_path: Path):
             assert image.size[1] == glyph.channels * 2 * glyph.size + 26
 
 
+def test_drawn_failures_are_the_same_from_workers(tmp_path: Path):
+    """Over a chunk's worth of files the workers send images without the planes only drawing
+    needs, and the main process makes them again for the wrong or unsure readings it draws: the
+    same debug images, byte for byte, as a run that keeps every plane in one process."""
+    source = dataset("captcha_v2")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path in sorted(source.glob("*.png"))[:160]:
+        (folder / path.name).symlink_to(path.resolve())
+    outs = {}
+    for jobs in ("2", "1"):
+        outs[jobs] = tmp_path / f"jobs{jobs}"
+        assert main([str(folder), "--out", str(outs[jobs]), "--mode", "segment", "--jobs", jobs, "-q"]) == 0
+    drawn = sorted(p.relative_to(outs["2"]) for p in (outs["2"] / "debug").rglob("*.png"))
+    assert drawn and drawn == sorted(p.relative_to(outs["1"]) for p in (outs["1"] / "debug").rglob("*.png"))
+    for rel in drawn:
+        assert (outs["2"] / rel).read_bytes() == (outs["1"] / rel).read_bytes(), rel
+    assert read_rows(outs["2"]) == read_rows(outs["1"])
+
+
 def png_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
