@@ -29,8 +29,8 @@ def lattice_crops(
     workers do), so that only the cutting is left.
 
     Returns:
-        uint8 (N, size, size), or (N, size, size, params.channels) (a view of planes cut one
-        after the other: this runs a few times per image, in the main process).
+        uint8 (N, size, size), or (N, size, size, params.channels) (planes cut one after the
+        other, then merged: this runs a few times per image, in the main process).
     """
     ids = np.asarray(ids, dtype=np.int64)
     if plan is not None and source is not None:
@@ -40,12 +40,18 @@ def lattice_crops(
     else:
         plan = plan[ids] if plan is not None else lattice_plan(mask, lattice, params, ids)
         planes = source if source is not None else (mask.astype(np.uint8) * 255)[None]
-    size = params.size
-    out = np.zeros((len(ids), params.channels, size, size), dtype=np.uint8)
-    cut_crops(planes, plan, size=size, out=out[:, : len(planes)])
+    size, n = params.size, len(ids)
+    out = np.zeros((params.channels, n, size, size), dtype=np.uint8)  # plane by plane, each contiguous
+    cut_crops(planes, plan, size=size, out=out[: len(planes)])
     if params.first_mark:
-        out[lattice.opening[ids], -1] = 255
-    return out[:, 0] if params.channels == 1 else out.transpose(0, 2, 3, 1)
+        out[-1, lattice.opening[ids]] = 255
+    if params.channels == 1:
+        return out[0]
+    if n == 0:
+        return np.zeros((0, size, size, params.channels), dtype=np.uint8)
+    # Channels last (what the CNN takes) by OpenCV's merge of the planes: a few microseconds,
+    # where NumPy's strided copy of a transposed view costs several times that.
+    return np.asarray(cv2.merge([plane.reshape(n * size, size) for plane in out])).reshape(n, size, size, -1)
 
 
 def lattice_plan(mask: np.ndarray, lattice: Lattice, params: GlyphParams, ids: np.ndarray | None = None) -> np.ndarray:
@@ -78,7 +84,8 @@ def crop_glyphs(
     plan = crop_plan(mask, spans, size=size, margin=margin, rows=rows)
     if source is None or source.ndim == 2:
         return cut_crops(mask.astype(np.uint8) * 255 if source is None else source, plan, size=size)
-    return np.moveaxis(cut_crops(np.ascontiguousarray(np.moveaxis(source, -1, 0)), plan, size=size), 1, -1)
+    planes = cut_crops(np.ascontiguousarray(np.moveaxis(source, -1, 0)), plan, size=size)
+    return np.ascontiguousarray(np.moveaxis(planes, 0, -1))
 
 
 def crop_plan(
@@ -127,7 +134,8 @@ def crop_plan(
 
 def cut_crops(ink: np.ndarray, plan: np.ndarray, *, size: int, out: np.ndarray | None = None) -> np.ndarray:
     """The crops a :func:`crop_plan` describes, cut from ``ink``: uint8 (H, W), or (C, H, W)
-    planes; into ``out`` (zeros, uint8 (S, size, size), or (S, C, size, size) for planes) when given.
+    planes; into ``out`` (zeros, uint8 (S, size, size), or (C, S, size, size) for planes: plane by
+    plane) when given.
 
     Each plane is resized on its own, straight into its place in ``out``: OpenCV's multi-channel
     INTER_AREA rounds differently (by one level), and crops must stay what the shipped models were
@@ -136,17 +144,17 @@ def cut_crops(ink: np.ndarray, plan: np.ndarray, *, size: int, out: np.ndarray |
     """
     flat = ink.ndim == 2
     planes = ink[None] if flat else ink
-    shape = (len(plan), size, size) if flat else (len(plan), len(planes), size, size)
+    shape = (len(plan), size, size) if flat else (len(planes), len(plan), size, size)
     if out is None:
         out = np.zeros(shape, dtype=np.uint8)
     elif out.shape != shape or out.dtype != np.uint8:
         raise ValueError(f"out must be uint8 {shape}, got {out.dtype} {out.shape}")
-    into = out[:, None] if flat else out
+    pairs = list(zip(planes, out[None] if flat else out, strict=True))  # (source plane, its crops)
     for n, (r0, r1, c0, c1, nh, nw, top, left) in enumerate(plan.tolist()):
         if nh == 0:
             continue  # no ink in these columns
-        for c, plane in enumerate(planes):
-            cv2.resize(plane[r0:r1, c0:c1], (nw, nh), dst=into[n, c, top : top + nh, left : left + nw],
+        for plane, crops in pairs:
+            cv2.resize(plane[r0:r1, c0:c1], (nw, nh), dst=crops[n, top : top + nh, left : left + nw],
                        interpolation=cv2.INTER_AREA)
     return out
 
