@@ -161,7 +161,7 @@ def test_an_empty_mask_keeps_no_components():
     assert not cleaned.any() and kept.shape == (0,) and substantial(kept) == 0
 
 
-@pytest.mark.parametrize("specks", [0, 1, 5, 8, 9, 40])
+@pytest.mark.parametrize("specks", [0, 1, 5, 6, 7, 40])
 def test_specks_are_dropped_whatever_their_number(specks: int):
     """Few dropped specks are erased box by box, many by one look-up: either way exactly the
     components under the speck area go, overlapping boxes included (a speck inside a glyph's box)."""
