@@ -7,8 +7,10 @@ compares two arithmetics of one network, it measures no accuracy claim), then re
 route with the glyph CNN in float32 and in bfloat16 (``GlyphClassifier.from_bundle(precision=...)``,
 what ``pipeline.run --precision`` does), and counts the images whose reading differs, the
 candidate crops whose top class differs, and the largest difference of a probability. The CNN's
-time over all crops is the median of 3 passes per precision (the CNN alone, not the run: for that,
-``bench/speed.py --precision``). Writes ``bench/results/precision.json``.
+time over all crops is the median of 3 passes per precision, in batches of 512 (the CNN alone, not
+the run: for that, ``bench/speed.py --precision``); and, as a run calls it, the median of 3 passes
+over the calls that ``read_segments`` makes on the images in chunks of ``batches.CHUNK`` (every
+call's own batch size, a few to several hundred crops). Writes ``bench/results/precision.json``.
 """
 
 from __future__ import annotations
@@ -20,15 +22,31 @@ import time
 import numpy as np
 from common import main_over_bundles, training_images
 
+from pipeline import lite
+from pipeline.batches import CHUNK
 from pipeline.bundle import quiet_tensorflow
 from pipeline.glyph_cnn import GlyphClassifier, cpu_has_bf16
 from pipeline.recognize import read_segments
 
 
+class _Calls:
+    """A glyph classifier that keeps the crops of every call ``read_segments`` makes of it."""
+
+    def __init__(self, classifier: GlyphClassifier) -> None:
+        self.charset = classifier.charset
+        self._classifier = classifier
+        self.calls: list[np.ndarray] = []
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        self.calls.append(crops)
+        return self._classifier.predict(crops)
+
+
 def measure(model: str) -> dict:
     bundle, folder, prepared = training_images(model)
     crops = np.concatenate([p.crops for p in prepared]).astype(np.float32) / 255.0
-    texts, probs, seconds = {}, {}, {}
+    texts, probs, seconds, in_run = {}, {}, {}, {}
+    calls: list[np.ndarray] = []
     for precision in ("float32", "bfloat16"):
         with quiet_tensorflow():
             classifier = GlyphClassifier.from_bundle(bundle, precision=precision)
@@ -40,6 +58,18 @@ def measure(model: str) -> dict:
             probs[precision] = classifier.predict(crops)
             times.append(time.perf_counter() - started)
         seconds[precision] = statistics.median(times)
+        if not calls:  # the calls of a run, recorded once (float32's), replayed for both
+            recorder = _Calls(classifier)
+            for start in range(0, len(prepared), CHUNK):
+                read_segments(prepared[start : start + CHUNK], recorder, bundle.lengths)
+            calls = recorder.calls
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            for call in calls:
+                classifier.predict(call)
+            times.append(time.perf_counter() - started)
+        in_run[precision] = statistics.median(times)
     a, b = probs["float32"], probs["bfloat16"]
     result = {
         "model": bundle.name, "folder": str(folder), "images": len(prepared), "crops": len(crops),
@@ -49,12 +79,18 @@ def measure(model: str) -> dict:
         "max_probability_difference": float(np.abs(a - b).max()),
         "cnn_microseconds_per_crop": {k: round(v / len(crops) * 1e6, 2) for k, v in seconds.items()},
         "cnn_speed_ratio_bfloat16_over_float32": round(seconds["float32"] / seconds["bfloat16"], 2),
+        "engines": {"float32": "lite" if lite.available() else "keras", "bfloat16": "keras"},
+        "run_calls": len(calls), "run_crops": sum(len(c) for c in calls),
+        "cnn_microseconds_per_crop_in_run_calls": {
+            k: round(v / sum(len(c) for c in calls) * 1e6, 2) for k, v in in_run.items()},
+        "cnn_speed_ratio_bfloat16_over_float32_in_run_calls": round(in_run["float32"] / in_run["bfloat16"], 2),
     }
     ratio = result["cnn_speed_ratio_bfloat16_over_float32"]
     print(f"{bundle.name}: {result['readings_differing']} of {len(prepared)} readings differ, "
           f"{result['crops_top_class_differing']} of {len(crops)} crops change top class, largest probability "
           f"difference {result['max_probability_difference']:.3f}; CNN {ratio}x the crops/s in bfloat16 "
-          f"(native bfloat16: {result['cpu_has_native_bfloat16']})", flush=True)
+          f"in batches of 512, {result['cnn_speed_ratio_bfloat16_over_float32_in_run_calls']}x in a run's "
+          f"{len(calls)} calls (native bfloat16: {result['cpu_has_native_bfloat16']})", flush=True)
     return result
 
 

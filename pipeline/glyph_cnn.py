@@ -144,11 +144,21 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
                for line in text.splitlines())
 
 
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> ``bfloat16`` where the CPU has it natively, else ``float32``."""
+def resolve_precision(precision: str, engine: str = "auto") -> str:
+    """``auto`` -> ``float32`` where TensorFlow Lite will run it (``engine`` ``auto`` or ``lite``
+    and a TensorFlow that has it), else ``bfloat16`` where the CPU has it natively, else ``float32``.
+
+    Lite first, even on a CPU with native bfloat16: there Keras in bfloat16 runs the CNN alone
+    faster than Lite in float32 in batches of 512, but not in the calls of every size that a run
+    makes, and a whole ``pipeline.run --mode segment`` is slower with it
+    (``bench/precision.py``, ``bench/speed.py --against``; figures in the README's ``--precision``)."""
+    from pipeline.lite import available
+
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "auto":
+        if engine != "keras" and available():
+            return "float32"
         return "bfloat16" if cpu_has_bf16() else "float32"
     return precision
 
@@ -224,11 +234,11 @@ class GlyphClassifier:
     @classmethod
     def from_bundle(cls, bundle: Bundle, *, precision: str = "float32", engine: str = "auto") -> GlyphClassifier:
         """The bundle's glyph CNN, ready to predict: :func:`for_reading`, computing in
-        ``precision`` (``auto``: bfloat16 where the CPU has it natively; see :func:`in_bfloat16`),
+        ``precision`` (``auto``: :func:`resolve_precision`; bfloat16: :func:`in_bfloat16`),
         run by ``engine`` (:func:`resolve_engine`; ``lite``: TensorFlow Lite, ``pipeline/lite.py``).
         ``auto`` falls back to Keras, with a warning, where the conversion fails; ``lite`` raises
         RuntimeError then."""
-        precision = resolve_precision(precision)
+        precision = resolve_precision(precision, engine)
         chosen = resolve_engine(engine, precision)
         trained, arch = trained_network(bundle)
         if chosen == "lite":

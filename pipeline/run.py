@@ -75,8 +75,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="least per-glyph confidence for auto to keep the segment reading "
                         "(default: the bundle's, chosen on its validation split)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="glyph CNN arithmetic: auto (default) is bfloat16 where the CPU has it natively "
-                        "(faster; rarely a different reading, see bench/results/precision.json), else float32")
+                        help="glyph CNN arithmetic: auto (default) is float32 where TensorFlow Lite runs it, "
+                        "else bfloat16 where the CPU has it natively (rarely a different reading, see "
+                        "bench/results/precision.json), else float32")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="what runs the glyph CNN: auto (default) is TensorFlow Lite for float32 where "
                         "TensorFlow has it (faster, see bench/results/reading_forms.json), else Keras")

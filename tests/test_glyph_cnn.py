@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import lite
+from pipeline import glyph_cnn, lite
 from pipeline.batches import prepare_file
 from pipeline.bundle import DEFAULT_MODEL, Bundle, load_bundle, sha256_file
 from pipeline.config import StageParams
@@ -176,6 +176,24 @@ def test_no_cpuinfo_means_float32(tmp_path: Path):
     assert resolve_precision("auto") in ("float32", "bfloat16")
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("half")
+
+
+@pytest.mark.parametrize(("native", "has_lite", "engine", "expected"), [
+    (True, True, "auto", "float32"),  # Lite in float32 beats Keras in bfloat16 in a run
+    (True, True, "lite", "float32"),
+    (True, True, "keras", "bfloat16"),
+    (True, False, "auto", "bfloat16"),
+    (False, True, "auto", "float32"),
+    (False, True, "keras", "float32"),
+    (False, False, "auto", "float32"),
+])
+def test_auto_precision_follows_the_engine_then_the_cpu(monkeypatch: pytest.MonkeyPatch, native: bool,
+                                                        has_lite: bool, engine: str, expected: str):
+    monkeypatch.setattr(glyph_cnn, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(lite, "available", lambda: has_lite)
+    assert resolve_precision("auto", engine) == expected
+    assert resolve_precision("float32", engine) == "float32"
+    assert resolve_precision("bfloat16", engine) == "bfloat16"
 
 
 def test_the_shipped_bundle_reads_the_samples_alike_in_bfloat16():
