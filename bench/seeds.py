@@ -12,7 +12,9 @@ developing; the default seeds 3-7 were not. Writes ``bench/results/seeds_<data s
 seed (``"complete": false`` until the last), so a run stopped part way keeps what it measured.
 Arguments after ``--`` go to every ``pipeline.train`` call (``-- --glyph-members 2``); the results
 then go to ``seeds_<data set>_<those arguments>.json``, and other seeds than the default to
-``seeds_<data set>_seeds_<the seeds>[_<arguments>].json``.
+``seeds_<data set>_seeds_<the seeds>[_<arguments>].json``. ``--tag NAME`` appends ``_NAME`` (a rerun
+of a recipe on another machine, kept beside the first: training is deterministic on one machine,
+not across machines).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS)
     parser.add_argument("--keep", type=Path, default=None,
                         help="copy each seed's bundle to KEEP/seed<N> (e.g. for bench/decoding.py); default: discard")
+    parser.add_argument("--tag", default="", help="append _TAG to the results file's name")
     argv = sys.argv[1:]
     own, extra = split_train_args(argv)
     args = parser.parse_args(own)
@@ -46,7 +49,8 @@ def main() -> int:
     name = args.data.parent.name if args.data.name == "train" else args.data.name
     # Other seeds (development splits) or training arguments go to their own file, so that they
     # never overwrite the untuned default seeds' figures that the README quotes.
-    tag = file_tag(([] if args.seeds == DEFAULT_SEEDS else ["seeds", *map(str, args.seeds)]) + extra)
+    tag = file_tag(([] if args.seeds == DEFAULT_SEEDS else ["seeds", *map(str, args.seeds)]) + extra
+                   + ([args.tag] if args.tag else []))
     results = RESULTS / f"seeds_{name}{'_' + tag if tag else ''}.json"
     RESULTS.mkdir(exist_ok=True)
     runs: list[dict] = []
