@@ -136,6 +136,32 @@ def training_crops(
     return np.concatenate(xs), np.concatenate(ys).astype(np.int64), used, np.concatenate(widths)
 
 
+def struck(crops: np.ndarray, rng: np.random.Generator, share: float, *, grey: int | None = None) -> np.ndarray:
+    """A copy of uint8 (N, s, s) or (N, s, s, channels) crops where a random ``share`` of them has a
+    thin line drawn across (channel 0 the mask; ``grey`` the index of the grey-level channel, or
+    None): a strike line's residue, which must not change what a glyph is. The line runs at up to
+    30 degrees from horizontal through a point of the crop's middle, 1 or 2 pixels thick; in the
+    grey channel it is drawn whole, at 60-100 % of full ink, in the mask only within 2 pixels of the
+    crop's ink (what cleaning leaves of a line: where it touches strokes)."""
+    out = crops.copy()
+    n, s = crops.shape[0], int(crops.shape[1])
+    masks = out if out.ndim == 3 else out[..., 0]
+    kernel = np.ones((5, 5), np.uint8)
+    for i in np.flatnonzero(rng.random(n) < share):
+        angle = rng.uniform(-np.pi / 6, np.pi / 6)
+        cx, cy = rng.uniform(0.25, 0.75, 2) * s
+        dx, dy = np.cos(angle) * s, np.sin(angle) * s
+        line = np.zeros((s, s), np.uint8)
+        cv2.line(line, (round(cx - dx), round(cy - dy)), (round(cx + dx), round(cy + dy)), 255,
+                 int(rng.integers(1, 3)), cv2.LINE_AA)
+        if grey is not None:
+            level = (line.astype(np.float32) * rng.uniform(0.6, 1.0)).astype(np.uint8)
+            np.maximum(out[i, ..., grey], level, out=out[i, ..., grey])
+        near = cv2.dilate((masks[i] > 0).view(np.uint8), kernel) > 0
+        masks[i][near & (line >= 128)] = 255
+    return out
+
+
 def augment(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random small affine jitter of uint8 (N, s, s) or (N, s, s, channels) crops: rotation, scale,
     shift, shear (the same for every channel of a crop)."""
@@ -190,7 +216,7 @@ def _fit(
     crops: np.ndarray, classes: np.ndarray, *, arch: dict[str, Any], select: tuple[Sequence[Prepared], Sequence[str]],
     charset: str, lengths: tuple[int, ...], epochs: int, seed: int, batch_size: int,
     learning_rate: float = 2e-3, max_crops_per_epoch: int = 20_000, label_smoothing: float = 0.0,
-    log_every: int = 5,
+    log_every: int = 5, strike: float = 0.0, grey: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     if log_every < 1:
         raise ValueError(f"log_every must be at least 1 epoch, got {log_every}")
@@ -210,7 +236,8 @@ def _fit(
         model.optimizer.learning_rate.assign(learning_rate * 0.5 * (1.0 + np.cos(np.pi * epoch / epochs)))
         # Large data sets: a fresh random subset each epoch keeps an epoch's cost bounded.
         pick = rng.permutation(len(crops))[:max_crops_per_epoch]
-        x = augment(crops[pick], rng).astype(np.float32) / 255.0
+        x = crops[pick] if not strike else struck(crops[pick], rng, strike, grey=grey)
+        x = augment(x, rng).astype(np.float32) / 255.0
         x = x[..., None] if x.ndim == 3 else x
         y = np.eye(n_outputs, dtype=np.float32)[classes[pick]] if label_smoothing else classes[pick]
         fit = model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
@@ -249,6 +276,7 @@ def train_glyph_reader(
     max_epochs: int = 40,
     batch_size: int = 128,
     label_smoothing: float = 0.0,
+    strike: float = 0.0,
 ) -> dict[str, Any]:
     """Train the glyph CNN (bootstrap, then ``align_rounds`` rounds of alignment, each realigning
     the crops with the previous round's model); write its weights; return its manifest entry.
@@ -265,11 +293,14 @@ def train_glyph_reader(
     and after the last (they choose nothing here; see the module docstring).
     ``label_smoothing``: in every round, the share of each target's weight spread evenly over all
     outputs (Keras' ``label_smoothing``; 0: plain targets). The caller measures the saved reader's figures under the
-    bundle's final stage parameters."""
+    bundle's final stage parameters.
+    ``strike``: the share of training crops, in every round, with a line drawn across (:func:`struck`)."""
     if align_rounds < 1:
         raise ValueError("align_rounds must be at least 1")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label smoothing must be at least 0 and below 1, got {label_smoothing}")
+    if not 0.0 <= strike <= 1.0:
+        raise ValueError(f"the struck share must be between 0 and 1, got {strike}")
     started = time.perf_counter()
     # The full architecture goes into the manifest, defaults included: a bundle must rebuild the
     # same network even after build_glyph_cnn's defaults change. ``reading`` and ``cells`` are how
@@ -280,10 +311,14 @@ def train_glyph_reader(
     arch = {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
     members = int(arch.get("members", 1))
     single = {**arch, "members": 1}  # one network; the final round trains ``members`` of them
+    # The grey levels are the second crop channel where the crops have them (``glyphs.shade``).
+    lines: dict[str, Any] = {"strike": strike,
+                             "grey": 1 if train[0] and train[0][0].glyph.shade else None}
     crops0, classes0, used0, _ = training_crops(train[0], train[1], charset, seed=seed)
     log.info("bootstrap: %d crops from %d of %d images", len(crops0), used0, len(train[0]))
     model0, _ = _fit(crops0, classes0, arch=single, select=select, charset=charset, lengths=lengths,
-                     epochs=bootstrap_epochs, seed=seed, batch_size=batch_size, label_smoothing=label_smoothing)
+                     epochs=bootstrap_epochs, seed=seed, batch_size=batch_size, label_smoothing=label_smoothing,
+                     **lines)
     model = model0
     for round_ in range(1, align_rounds + 1):
         scorer = scorer_for(model, charset)
@@ -293,7 +328,8 @@ def train_glyph_reader(
         log.info("alignment round %d: %d crops from %d of %d images", round_, len(crops), used, len(train[0]))
         if round_ < align_rounds:
             model, _ = _fit(crops, classes, arch=single, select=select, charset=charset, lengths=lengths,
-                            epochs=align_epochs, seed=seed, batch_size=batch_size, label_smoothing=label_smoothing)
+                            epochs=align_epochs, seed=seed, batch_size=batch_size, label_smoothing=label_smoothing,
+                            **lines)
     # The final round: ``members`` networks on the last alignment's crops, each from its own seed
     # (initial weights, augmentation, order), averaged by one model.
     trained, infos = [], []
@@ -302,7 +338,7 @@ def train_glyph_reader(
             log.info("final round, network %d of %d", k + 1, members)
         one, info = _fit(crops, classes, arch=single, select=select, charset=charset, lengths=lengths,
                          epochs=max_epochs, seed=seed + 1000 * k, batch_size=batch_size,
-                         label_smoothing=label_smoothing)
+                         label_smoothing=label_smoothing, **lines)
         trained.append(one)
         infos.append(info)
     model = trained[0] if members == 1 else ensemble_of(trained, arch)
@@ -319,6 +355,7 @@ def train_glyph_reader(
         "training": {
             "images": len(train[0]), "images_used": used, "crops": int(len(crops)),
             "reject_crops": int((classes == len(charset)).sum()), "label_smoothing": label_smoothing,
+            "strike": strike,
             "seconds": round(time.perf_counter() - started, 1),
             # Aligned glyph widths over (text span / length): what the lattice needs to offer.
             "relative_widths": {f"p{q:g}": round(float(np.percentile(widths, q)), 3) for q in (0.5, 5, 50, 95, 99.5)},

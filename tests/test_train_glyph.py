@@ -8,7 +8,7 @@ import pytest
 from pipeline.glyphs import crop_glyphs
 from pipeline.recognize import Prepared
 from pipeline.segment import Lattice
-from pipeline.train_glyph import _fit, training_crops
+from pipeline.train_glyph import _fit, struck, training_crops
 
 
 def _three_touching_glyphs() -> Prepared:
@@ -66,3 +66,24 @@ def test_selection_figures_need_a_positive_interval():
     with pytest.raises(ValueError, match="log_every must be at least 1"):
         _fit(np.zeros((4, 12, 12), np.uint8), np.zeros(4, np.int64), arch={}, select=([], []), charset="ab",
              lengths=(1,), epochs=1, seed=0, batch_size=2, log_every=0)
+
+
+def test_struck_crops_get_a_line_in_grey_and_in_the_mask_only_beside_ink():
+    crops = np.zeros((40, 20, 20, 3), np.uint8)
+    crops[:, 4:16, 9:11, 0] = 255  # an upright bar in the mask
+    crops[:, 4:16, 9:11, 1] = 200  # and in the grey levels
+    crops[:, :, :, 2] = 255  # the first-glyph mark: never drawn on
+    before = crops.copy()
+    out = struck(crops, np.random.default_rng(0), 1.0, grey=1)
+    assert np.array_equal(crops, before)  # a copy
+    assert np.array_equal(out[..., 2], before[..., 2])
+    mask_added = (out[..., 0] > 0) & (before[..., 0] == 0)
+    grey_added = out[..., 1] > before[..., 1]
+    assert grey_added.any(axis=(1, 2)).all()  # every crop struck, share 1
+    near = np.zeros((20, 20), bool)
+    near[2:18, 7:13] = True  # within 2 pixels of the bar
+    assert not (mask_added & ~near).any()
+    assert mask_added.any()
+    assert np.array_equal(struck(crops, np.random.default_rng(0), 0.0, grey=1), crops)
+    one = struck(crops[..., 0], np.random.default_rng(1), 1.0)  # mask-only crops: (N, s, s)
+    assert one.shape == (40, 20, 20) and (one > crops[..., 0]).any()
