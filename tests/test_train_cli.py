@@ -33,7 +33,8 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     bundle_dir = tmp_path / "bundle"
     code = train_main([str(folder), "--out", str(bundle_dir), "--glyph-epochs", "2", "--align-rounds", "1",
                        "--ctc-epochs", "1", "--seed", "3", "--glyph-size", "16", "--glyph-members", "2",
-                       "--glyph-label-smoothing", "0.1", "--param", "clean.speck_ratio=0.02"])
+                       "--glyph-label-smoothing", "0.1", "--glyph-strike", "0.5",
+                       "--param", "clean.speck_ratio=0.02"])
     assert code == 0
     bundle = load_bundle(bundle_dir)
     manifest = bundle.manifest
@@ -55,6 +56,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     assert manifest["readers"]["glyph"]["architecture"]["members"] == 2  # two networks, averaged by one model
     assert [len(m["history"]) for m in manifest["readers"]["glyph"]["training"]["members"]] == [2, 2]  # each one's log
     assert manifest["readers"]["glyph"]["training"]["label_smoothing"] == 0.1
+    assert manifest["readers"]["glyph"]["training"]["strike"] == 0.5
     # The mask, its grey levels and the first-glyph mark: three input channels.
     assert manifest["params"]["glyph"]["shade"] is True and manifest["params"]["glyph"]["first_mark"] is True
     assert manifest["readers"]["glyph"]["architecture"]["channels"] == 3
@@ -82,6 +84,8 @@ def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.Lo
     assert "--select-fraction must be between 0 and 1" in caplog.text
     for flag, value, message in (("--ctc-epochs", "0", "--ctc-epochs must be at least 1"),
                                  ("--ctc-cycles", "0", "--ctc-cycles must be at least 1"),
+                                 ("--glyph-strike", "1.5", "--glyph-strike must be between 0 and 1"),
+                                 ("--glyph-strike", "nan", "--glyph-strike must be between 0 and 1"),
                                  ("--ctc-budget", "nan", "--ctc-budget must be a number of seconds")):
         assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), flag, value]) == 3
         assert message in caplog.text
