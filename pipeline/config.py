@@ -51,6 +51,11 @@ class SegmentParams:
     tail_run: float = 0.4
     #: Spacing of extra candidate cuts inside fused stretches, in mean glyph widths.
     grid_step: float = 0.25
+    #: Where above 0, one more candidate cut beside each low-ink valley, at the left stroke's edge:
+    #: where the ink, climbing from the valley's floor to the left, first reaches this fraction of
+    #: the way to its peak (a neighbour's arm often reaches back over the column of least ink, and
+    #: a cut there leaves it in the crop before). 0: off.
+    edge_cuts: float = 0.0
     #: Offer only segments on some complete path (off while training: see pipeline.train).
     complete_paths_only: bool = True
 

@@ -92,6 +92,7 @@ def propose(
     tail_ink: float = 0.2,
     tail_run: float = 0.4,
     grid_step: float = 0.25,
+    edge_cuts: float = 0.0,
     complete_paths_only: bool = True,
     n_components: int | None = None,
 ) -> Lattice:
@@ -107,6 +108,7 @@ def propose(
         tail_ink, tail_run: a run of at least ``tail_run * text_height`` columns at an end of the
             text, each with at most ``tail_ink * text_height`` ink, is a line tail and trimmed.
         grid_step: spacing of grid cuts inside fused stretches, in mean glyph widths.
+        edge_cuts: above 0, also a cut at the left edge of each low-ink valley (:func:`_edge_cuts`).
         complete_paths_only: offer only segments that lie on some complete path (the others can
             never be chosen); the glyph trainer turns this off to draw reject examples from
             every plausible segment.
@@ -138,7 +140,7 @@ def propose(
     span = x1 - x0
     if span < n_min * 2:
         return _failed(n_components, f"text span {span} px is too narrow for {n_min} glyphs")
-    cuts = _candidate_cuts(col, x0, x1, n_max, cut_ink * text_height, cuts_per_glyph, grid_step)
+    cuts = _candidate_cuts(col, x0, x1, n_max, cut_ink * text_height, cuts_per_glyph, grid_step, edge_cuts)
     # A trimmed tail stays on offer: paths may also start at the first ink or end at the last
     # (cuts run from x0 to x1, and xa <= x0, x1 <= xb).
     cuts = np.array([*([xa] if xa < x0 else []), *cuts.tolist(), *([xb] if xb > x1 else [])], dtype=np.int64)
@@ -304,7 +306,8 @@ _SMOOTH = np.ones(3) / 3.0
 
 
 def _candidate_cuts(
-    col: np.ndarray, x0: int, x1: int, n_max: int, max_ink: float, cuts_per_glyph: float, grid_step: float
+    col: np.ndarray, x0: int, x1: int, n_max: int, max_ink: float, cuts_per_glyph: float, grid_step: float,
+    edge_cuts: float = 0.0,
 ) -> np.ndarray:
     """Sorted candidate cut columns in [x0, x1], both ends included.
 
@@ -325,7 +328,8 @@ def _candidate_cuts(
     right = np.concatenate([smooth[1:], [np.inf]])
     minima = np.flatnonzero((smooth <= left) & (smooth < right) & (smooth <= max_ink) & ~empty)
     budget = int(np.ceil(cuts_per_glyph * n_max))
-    cuts.update((x0 + minima[np.argsort(smooth[minima], kind="stable")][:budget]).tolist())
+    minima = minima[np.argsort(smooth[minima], kind="stable")][:budget]
+    cuts.update((x0 + minima).tolist())
     # Grid points every ``grid_step`` glyph widths inside stretches with no cut wider than
     # ~1.2 glyphs (fused glyphs): the cut between two touching glyphs is near one of them.
     glyph = (x1 - x0) / n_max
@@ -335,5 +339,31 @@ def _candidate_cuts(
         if b - a > 1.2 * glyph:
             for x in np.arange(a + step, b - 0.5 * step, step):
                 cuts.add(int(round(x)))
+    if edge_cuts > 0:
+        cuts.update(_edge_cuts(inner, minima, edge_cuts, sorted(cuts), x0))
     out = np.array(sorted(cuts), dtype=np.int64)
     return out[(out >= x0) & (out <= x1)]
+
+
+def _edge_cuts(inner: np.ndarray, minima: np.ndarray, share: float, have: list[int], x0: int,
+               spacing: int = 2) -> list[int]:
+    """Per valley floor ``m`` of the column profile ``inner``: climb left while the ink does not
+    drop (by more than a pixel) to the left peak, and cut at the first column, from the floor,
+    whose left neighbour has at least ``share`` of the way from the floor to that peak; kept
+    where ``spacing`` columns or more from every cut in ``have`` (absolute columns; ``inner``
+    starts at ``x0``)."""
+    extra = []
+    for m in minima.tolist():
+        peak = m
+        while peak > 0 and inner[peak - 1] >= inner[peak] - 1:
+            peak -= 1
+        if inner[peak] <= inner[m]:
+            continue
+        level = inner[m] + share * (inner[peak] - inner[m])
+        j = m
+        while j > peak and inner[j - 1] < level:
+            j -= 1
+        x = x0 + j
+        if min(abs(x - c) for c in have) >= spacing:
+            extra.append(x)
+    return extra

@@ -12,7 +12,7 @@ from pipeline.binarize import binarize
 from pipeline.clean import clean
 from pipeline.config import BinarizeParams, CleanParams, GlyphParams, SegmentParams, StageParams
 from pipeline.glyphs import crop_glyphs, lattice_crops, lattice_plan, shade
-from pipeline.segment import best_path, on_some_path, propose
+from pipeline.segment import _candidate_cuts, _edge_cuts, best_path, on_some_path, propose
 
 
 def bars(xs: list[tuple[int, int]], height: int = 30, width: int = 100) -> np.ndarray:
@@ -329,3 +329,17 @@ def test_lattice_crops_from_planes_and_plan_alone_match_the_mask_s():
     assert with_mask.shape == (len(ids), 20, 20, 3) and (with_mask[lattice.opening, :, :, 2] == 255).all()
     with pytest.raises(ValueError, match="need the cleaned mask"):
         lattice_crops(None, lattice, ids, params=params, source=source)
+
+
+def test_edge_cuts_sit_at_the_left_strokes_edge_beside_a_valley():
+    # A stroke (columns 1-3), a neighbour's arm thinning from 12 to 9 pixels (4-6), the valley's
+    # floor (7-8), the next glyph (9-11); the profile starts at column 10 of the image.
+    inner = np.array([0, 20, 21, 21, 12, 11, 9, 6, 6, 10, 15, 20, 0], dtype=np.float64)
+    # Climbing left from the floor (7) over the 1-pixel dip to the peak (column 1, 20 pixels):
+    # 70 % of the way is 15.8 pixels, first reached left of column 4.
+    assert _edge_cuts(inner, np.array([7]), 0.7, [10, 17, 22], 10) == [14]
+    assert _edge_cuts(inner, np.array([7]), 0.7, [10, 15, 17, 22], 10) == []  # 1 column from a cut
+    assert _edge_cuts(inner, np.array([0]), 0.7, [10, 22], 10) == []  # nothing rises on the left
+    cuts_off = _candidate_cuts(inner, 0, 13, 2, 30.0, 6.0, 0.25)
+    cuts_on = _candidate_cuts(inner, 0, 13, 2, 30.0, 6.0, 0.25, edge_cuts=0.7)
+    assert set(cuts_off) < set(cuts_on) and 4 in set(cuts_on) - set(cuts_off)
