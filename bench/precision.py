@@ -22,7 +22,6 @@ import time
 import numpy as np
 from common import main_over_bundles, training_images
 
-from pipeline import lite
 from pipeline.batches import CHUNK
 from pipeline.bundle import quiet_tensorflow
 from pipeline.glyph_cnn import GlyphClassifier, cpu_has_bf16
@@ -45,12 +44,13 @@ class _Calls:
 def measure(model: str) -> dict:
     bundle, folder, prepared = training_images(model)
     crops = np.concatenate([p.crops for p in prepared]).astype(np.float32) / 255.0
-    texts, probs, seconds, in_run = {}, {}, {}, {}
+    texts, probs, seconds, in_run, engines = {}, {}, {}, {}, {}
     calls: list[np.ndarray] = []
     for precision in ("float32", "bfloat16"):
         with quiet_tensorflow():
             classifier = GlyphClassifier.from_bundle(bundle, precision=precision)
             classifier.warm_up()
+        engines[precision] = classifier.engine
         texts[precision] = [reading.text for reading, *_ in read_segments(prepared, classifier, bundle.lengths)]
         times = []
         for _ in range(3):
@@ -71,6 +71,7 @@ def measure(model: str) -> dict:
             times.append(time.perf_counter() - started)
         in_run[precision] = statistics.median(times)
     a, b = probs["float32"], probs["bfloat16"]
+    run_crops = sum(len(c) for c in calls)
     result = {
         "model": bundle.name, "folder": str(folder), "images": len(prepared), "crops": len(crops),
         "cpu_has_native_bfloat16": cpu_has_bf16(),
@@ -79,10 +80,9 @@ def measure(model: str) -> dict:
         "max_probability_difference": float(np.abs(a - b).max()),
         "cnn_microseconds_per_crop": {k: round(v / len(crops) * 1e6, 2) for k, v in seconds.items()},
         "cnn_speed_ratio_bfloat16_over_float32": round(seconds["float32"] / seconds["bfloat16"], 2),
-        "engines": {"float32": "lite" if lite.available() else "keras", "bfloat16": "keras"},
-        "run_calls": len(calls), "run_crops": sum(len(c) for c in calls),
-        "cnn_microseconds_per_crop_in_run_calls": {
-            k: round(v / sum(len(c) for c in calls) * 1e6, 2) for k, v in in_run.items()},
+        "engines": engines,
+        "run_calls": len(calls), "run_crops": run_crops,
+        "cnn_microseconds_per_crop_in_run_calls": {k: round(v / run_crops * 1e6, 2) for k, v in in_run.items()},
         "cnn_speed_ratio_bfloat16_over_float32_in_run_calls": round(in_run["float32"] / in_run["bfloat16"], 2),
     }
     ratio = result["cnn_speed_ratio_bfloat16_over_float32"]

@@ -151,13 +151,13 @@ def resolve_precision(precision: str, engine: str = "auto") -> str:
     Lite first, even on a CPU with native bfloat16: there Keras in bfloat16 runs the CNN alone
     faster than Lite in float32 in batches of 512, but not in the calls of every size that a run
     makes, and a whole ``pipeline.run --mode segment`` is slower with it
-    (``bench/precision.py``, ``bench/speed.py --against``; figures in the README's ``--precision``)."""
-    from pipeline.lite import available
-
+    (``bench/precision.py``, ``bench/speed.py --against``; figures in the README's ``--precision``).
+    Lite or not is :func:`resolve_engine`'s answer for float32 (``--engine lite`` therefore means
+    float32, and a TensorFlow without Lite then says so when the bundle loads)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "auto":
-        if engine != "keras" and available():
+        if resolve_engine(engine, "float32") == "lite":
             return "float32"
         return "bfloat16" if cpu_has_bf16() else "float32"
     return precision

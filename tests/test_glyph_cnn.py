@@ -183,6 +183,7 @@ def test_no_cpuinfo_means_float32(tmp_path: Path):
     (True, True, "lite", "float32"),
     (True, True, "keras", "bfloat16"),
     (True, False, "auto", "bfloat16"),
+    (True, False, "lite", "float32"),  # asked for Lite: float32, and loading says Lite is missing
     (False, True, "auto", "float32"),
     (False, True, "keras", "float32"),
     (False, False, "auto", "float32"),
