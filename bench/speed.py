@@ -1,7 +1,8 @@
 """Throughput of ``python -m pipeline.run`` over 2,000 images, start-up measured apart.
 
     python bench/speed.py [--model captcha_v2] [--images 2000] [--repeats 3] [--modes segment auto both ctc]
-                          [--precision auto|float32|bfloat16] [--against OTHER_CHECKOUT] [--unlabelled]
+                          [--precision auto|float32|bfloat16] [--against OTHER_CHECKOUT | --against-model BUNDLE]
+                          [--unlabelled] [--tag NAME]
 
 Builds a temporary folder of N images (symbolic links cycling over the data set's files, so nothing
 is copied) with a labels.csv, runs the real CLI as a subprocess per mode and repeat (``--no-debug``:
@@ -12,6 +13,8 @@ for a precision other than the default ``auto``), with the glyph CNN's precision
 ``--against`` runs another checkout's CLI (an older commit's worktree) in turn with this one's, on
 the same folder and bundle, and writes ``speed_<model>_against.json`` with both and their ratio:
 on a machine whose speed drifts, only runs that take turns compare two versions fairly.
+``--against-model`` does the same for two bundles read by this checkout (a retrained bundle against
+the one before it).
 ``--unlabelled`` leaves the labels out (names no model takes for labels, no labels.csv): the run
 then only reads and writes predictions.csv, with no report to accumulate and no extra
 classification for it (every candidate segment of a wrongly read image, for the report's
@@ -93,10 +96,15 @@ def main() -> int:
     parser.add_argument("--against", type=Path, default=None,
                         help="another checkout of the project (e.g. a git worktree of an older commit): its CLI "
                         "runs in turn with this one's, run for run, and the JSON gets both and their ratio")
+    parser.add_argument("--against-model", default=None, metavar="NAME_OR_DIR",
+                        help="another bundle, read by this checkout in turn with --model, run for run (e.g. an "
+                        "older commit's bundle, from git show): the JSON gets both and their ratio")
     parser.add_argument("--tag", default="",
                         help="added to the results file's name (speed_<model>[...]_<tag>.json), so that a second "
                         "run of the same command does not overwrite the first")
     args = parser.parse_args()
+    if args.against is not None and args.against_model is not None:
+        parser.error("--against and --against-model: one comparison at a time")
     if args.tag and not re.fullmatch(r"[A-Za-z0-9_-]+", args.tag):
         parser.error(f"--tag {args.tag!r}: letters, digits, '_' and '-' only (it becomes part of a file name)")
     sys.path.insert(0, str(ROOT))
@@ -113,26 +121,32 @@ def main() -> int:
         folder = Path(tmp) / "images"
         folder.mkdir()
         build_folder(Path(source), args.images, folder, labels=not args.unlabelled)
-        checkouts = {"this": ROOT} if args.against is None else {"this": ROOT, "against": args.against.resolve()}
+        # What runs, as (checkout, bundle): this one, and the one it is compared with, if any.
+        sides = {"this": (ROOT, model_dir)}
+        if args.against is not None:
+            sides["against"] = (args.against.resolve(), model_dir)
+        elif args.against_model is not None:
+            sides["against"] = (ROOT, load_bundle(args.against_model).path)
+        compared = args.against if args.against is not None else args.against_model
         for mode in args.modes:
-            runs: dict[str, list[tuple[float, float, float, str]]] = {name: [] for name in checkouts}
+            runs: dict[str, list[tuple[float, float, float, str]]] = {name: [] for name in sides}
             for r in range(args.repeats):  # taking turns: this machine's speed drifts over minutes
-                for name, checkout in checkouts.items():
-                    runs[name].append(run_once(folder, Path(tmp) / f"out_{mode}_{name}_{r}", str(model_dir), mode,
+                for name, (checkout, model) in sides.items():
+                    runs[name].append(run_once(folder, Path(tmp) / f"out_{mode}_{name}_{r}", str(model), mode,
                                                args.precision, checkout))
             entry = {name: _figures(one) for name, one in runs.items()}
-            results["modes"][mode] = entry["this"] if args.against is None else {  # type: ignore[index]
+            results["modes"][mode] = entry["this"] if compared is None else {  # type: ignore[index]
                 **entry, "ratio_this_over_against": round(entry["this"]["images_per_second_median"]
                                                           / entry["against"]["images_per_second_median"], 2)}
             line = f"{bundle.name} --mode {mode}: {entry['this']['images_per_second_median']:.0f} images/s " \
                    f"(median of {args.repeats}), start-up {entry['this']['startup_seconds_median']:.1f} s"
-            if args.against is not None:
-                line += f"; {args.against}: {entry['against']['images_per_second_median']:.0f} images/s"
+            if compared is not None:
+                line += f"; {compared}: {entry['against']['images_per_second_median']:.0f} images/s"
             print(line, flush=True)
     RESULTS.mkdir(exist_ok=True)
-    if args.against is not None:
-        results["against"] = str(args.against)
-    suffix = ("" if args.precision == "auto" else f"_{args.precision}") + ("" if args.against is None else "_against") \
+    if compared is not None:
+        results["against" if args.against is not None else "against_model"] = str(compared)
+    suffix = ("" if args.precision == "auto" else f"_{args.precision}") + ("" if compared is None else "_against") \
         + ("_unlabelled" if args.unlabelled else "") + (f"_{args.tag}" if args.tag else "")
     results["command"] = "python bench/speed.py " + " ".join(sys.argv[1:])
     (RESULTS / f"speed_{bundle.name}{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
