@@ -93,18 +93,17 @@ def main() -> int:
     parser.add_argument("--unlabelled", action="store_true",
                         help="a folder without labels: the run writes predictions only, no report "
                         "(results go to speed_<model>[...]_unlabelled.json)")
-    parser.add_argument("--against", type=Path, default=None,
+    compare = parser.add_mutually_exclusive_group()  # one comparison at a time
+    compare.add_argument("--against", type=Path, default=None,
                         help="another checkout of the project (e.g. a git worktree of an older commit): its CLI "
                         "runs in turn with this one's, run for run, and the JSON gets both and their ratio")
-    parser.add_argument("--against-model", default=None, metavar="NAME_OR_DIR",
+    compare.add_argument("--against-model", default=None, metavar="NAME_OR_DIR",
                         help="another bundle, read by this checkout in turn with --model, run for run (e.g. an "
                         "older commit's bundle, from git show): the JSON gets both and their ratio")
     parser.add_argument("--tag", default="",
                         help="added to the results file's name (speed_<model>[...]_<tag>.json), so that a second "
                         "run of the same command does not overwrite the first")
     args = parser.parse_args()
-    if args.against is not None and args.against_model is not None:
-        parser.error("--against and --against-model: one comparison at a time")
     if args.tag and not re.fullmatch(r"[A-Za-z0-9_-]+", args.tag):
         parser.error(f"--tag {args.tag!r}: letters, digits, '_' and '-' only (it becomes part of a file name)")
     sys.path.insert(0, str(ROOT))
