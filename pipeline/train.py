@@ -65,6 +65,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--glyph-members", type=int, default=1,
                         help="glyph CNNs trained in the final round from different seeds and averaged "
                              "(default %(default)s)")
+    parser.add_argument("--glyph-filters", type=int, nargs="+", default=None, metavar="N",
+                        help="convolution channels of each of the glyph CNN's three blocks "
+                             "(default: the builder's own, 16 32 64)")
     parser.add_argument("--ctc-epochs", type=int, default=None,
                         help="epochs of one CRNN learning-rate cycle (default: the CTC trainer's own, "
                              "about 3,000 updates, at most 60 epochs)")
@@ -126,6 +129,9 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         raise ValueError(f"the glyph crops (--glyph-size, --param glyph.size) must be at least 8 pixels, got {size}")
     if args.glyph_members < 1:
         raise ValueError(f"--glyph-members must be at least 1, got {args.glyph_members}")
+    if args.glyph_filters is not None and (len(args.glyph_filters) != 3 or min(args.glyph_filters) < 1):
+        counts = " ".join(map(str, args.glyph_filters))
+        raise ValueError(f"--glyph-filters needs three positive channel counts, got {counts}")
     if not 0.0 <= args.glyph_label_smoothing < 1.0:
         raise ValueError(f"--glyph-label-smoothing must be at least 0 and below 1, got {args.glyph_label_smoothing}")
     if not 0.0 <= args.glyph_strike <= 1.0:
@@ -196,7 +202,9 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
                                               label_smoothing=args.glyph_label_smoothing,
                                               strike=args.glyph_strike,
                                               architecture={"members": args.glyph_members,
-                                                            "channels": params.glyph.channels})
+                                                            "channels": params.glyph.channels,
+                                                            **({"filters": args.glyph_filters}
+                                                               if args.glyph_filters else {})})
         # Offer only the glyph widths the aligned training glyphs span (with a margin): fewer
         # candidate segments to classify, none a real glyph needs.
         spread = readers["glyph"]["training"]["relative_widths"]
