@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--glyph-members", type=int, default=1,
                         help="glyph CNNs trained in the final round from different seeds and averaged "
                              "(default %(default)s)")
-    parser.add_argument("--glyph-filters", type=int, nargs="+", default=None, metavar="N",
+    parser.add_argument("--glyph-filters", type=int, nargs=3, default=None, metavar="N",
                         help="convolution channels of each of the glyph CNN's three blocks "
                              "(default: the builder's own, 16 32 64)")
     parser.add_argument("--ctc-epochs", type=int, default=None,
@@ -129,9 +129,9 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         raise ValueError(f"the glyph crops (--glyph-size, --param glyph.size) must be at least 8 pixels, got {size}")
     if args.glyph_members < 1:
         raise ValueError(f"--glyph-members must be at least 1, got {args.glyph_members}")
-    if args.glyph_filters is not None and (len(args.glyph_filters) != 3 or min(args.glyph_filters) < 1):
+    if args.glyph_filters is not None and min(args.glyph_filters) < 1:
         counts = " ".join(map(str, args.glyph_filters))
-        raise ValueError(f"--glyph-filters needs three positive channel counts, got {counts}")
+        raise ValueError(f"--glyph-filters needs positive channel counts, got {counts}")
     if not 0.0 <= args.glyph_label_smoothing < 1.0:
         raise ValueError(f"--glyph-label-smoothing must be at least 0 and below 1, got {args.glyph_label_smoothing}")
     if not 0.0 <= args.glyph_strike <= 1.0:

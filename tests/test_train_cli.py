@@ -87,10 +87,12 @@ def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.Lo
                                  ("--ctc-cycles", "0", "--ctc-cycles must be at least 1"),
                                  ("--glyph-strike", "1.5", "--glyph-strike must be between 0 and 1"),
                                  ("--glyph-strike", "nan", "--glyph-strike must be between 0 and 1"),
-                                 ("--glyph-filters", "16", "--glyph-filters needs three positive channel counts"),
                                  ("--ctc-budget", "nan", "--ctc-budget must be a number of seconds")):
         assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), flag, value]) == 3
         assert message in caplog.text
+    assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--glyph-filters", "16", "0", "32"]) == 3
+    assert "--glyph-filters needs positive channel counts, got 16 0 32" in caplog.text
+    assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--glyph-filters", "16"]) == 2  # argparse: three
     assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--param", "clean.thin=0.4"]) == 3
     assert "clean has no 'thin'" in caplog.text
     (tmp_path / "few").mkdir()
