@@ -91,6 +91,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--glyph-strike", type=float, default=0.0, metavar="SHARE",
                         help="share of glyph training crops with a thin line drawn across, 0 to 1 "
                              "(default %(default)s)")
+    parser.add_argument("--glyph-weight-decay", type=float, default=0.0, metavar="DECAY",
+                        help="AdamW's decoupled weight decay for the glyph CNN, 0 to below 1 "
+                             "(default %(default)s: plain Adam)")
     parser.add_argument("--param", action="append", default=[], metavar="SECTION.NAME=VALUE",
                         help="set one stage parameter of pipeline/config.py, e.g. clean.thin_ratio=0.4 "
                              "(repeatable; applied after the scheme's own choices; recorded in the manifest)")
@@ -136,6 +139,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         raise ValueError(f"--glyph-label-smoothing must be at least 0 and below 1, got {args.glyph_label_smoothing}")
     if not 0.0 <= args.glyph_strike <= 1.0:
         raise ValueError(f"--glyph-strike must be between 0 and 1, got {args.glyph_strike}")
+    if not 0.0 <= args.glyph_weight_decay < 1.0:
+        raise ValueError(f"--glyph-weight-decay must be at least 0 and below 1, got {args.glyph_weight_decay}")
     for flag, count in (("--ctc-epochs", args.ctc_epochs), ("--ctc-cycles", args.ctc_cycles)):
         if count is not None and count < 1:
             raise ValueError(f"{flag} must be at least 1, got {count}")
@@ -201,6 +206,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
                                               max_epochs=args.glyph_epochs, align_rounds=args.align_rounds,
                                               label_smoothing=args.glyph_label_smoothing,
                                               strike=args.glyph_strike,
+                                              weight_decay=args.glyph_weight_decay,
                                               architecture={"members": args.glyph_members,
                                                             "channels": params.glyph.channels,
                                                             **({"filters": args.glyph_filters}

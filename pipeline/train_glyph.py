@@ -216,7 +216,7 @@ def _fit(
     crops: np.ndarray, classes: np.ndarray, *, arch: dict[str, Any], select: tuple[Sequence[Prepared], Sequence[str]],
     charset: str, lengths: tuple[int, ...], epochs: int, seed: int, batch_size: int,
     learning_rate: float = 2e-3, max_crops_per_epoch: int = 20_000, label_smoothing: float = 0.0,
-    log_every: int = 5, strike: float = 0.0, grey: int | None = None,
+    log_every: int = 5, strike: float = 0.0, grey: int | None = None, weight_decay: float = 0.0,
 ) -> tuple[Any, dict[str, Any]]:
     if log_every < 1:
         raise ValueError(f"log_every must be at least 1 epoch, got {log_every}")
@@ -227,7 +227,11 @@ def _fit(
     # Label smoothing needs one-hot targets; without it the sparse loss is kept (same weights as before).
     loss = (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing) if label_smoothing
             else "sparse_categorical_crossentropy")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+    # Decoupled weight decay (Keras' AdamW: each step shrinks every weight by learning rate x
+    # ``weight_decay``); without it plain Adam is kept (the same weights as before).
+    optimizer = (keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay) if weight_decay
+                 else keras.optimizers.Adam(learning_rate))
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     n_outputs = int(arch["n_classes"]) + 1
     rng = np.random.default_rng(seed)
     history = []
@@ -277,6 +281,7 @@ def train_glyph_reader(
     batch_size: int = 128,
     label_smoothing: float = 0.0,
     strike: float = 0.0,
+    weight_decay: float = 0.0,
 ) -> dict[str, Any]:
     """Train the glyph CNN (bootstrap, then ``align_rounds`` rounds of alignment, each realigning
     the crops with the previous round's model); write its weights; return its manifest entry.
@@ -294,13 +299,16 @@ def train_glyph_reader(
     ``label_smoothing``: in every round, the share of each target's weight spread evenly over all
     outputs (Keras' ``label_smoothing``; 0: plain targets). The caller measures the saved reader's figures under the
     bundle's final stage parameters.
-    ``strike``: the share of training crops, in every round, with a line drawn across (:func:`struck`)."""
+    ``strike``: the share of training crops, in every round, with a line drawn across (:func:`struck`).
+    ``weight_decay``: AdamW's decoupled weight decay in every round (0: plain Adam)."""
     if align_rounds < 1:
         raise ValueError("align_rounds must be at least 1")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label smoothing must be at least 0 and below 1, got {label_smoothing}")
     if not 0.0 <= strike <= 1.0:
         raise ValueError(f"the struck share must be between 0 and 1, got {strike}")
+    if not 0.0 <= weight_decay < 1.0:
+        raise ValueError(f"weight decay must be at least 0 and below 1, got {weight_decay}")
     started = time.perf_counter()
     # The full architecture goes into the manifest, defaults included: a bundle must rebuild the
     # same network even after build_glyph_cnn's defaults change. ``reading`` and ``cells`` are how
@@ -312,7 +320,7 @@ def train_glyph_reader(
     members = int(arch.get("members", 1))
     single = {**arch, "members": 1}  # one network; the final round trains ``members`` of them
     # The grey levels are the second crop channel where the crops have them (``glyphs.shade``).
-    lines: dict[str, Any] = {"strike": strike,
+    lines: dict[str, Any] = {"strike": strike, "weight_decay": weight_decay,
                              "grey": 1 if train[0] and train[0][0].glyph.shade else None}
     crops0, classes0, used0, _ = training_crops(train[0], train[1], charset, seed=seed)
     log.info("bootstrap: %d crops from %d of %d images", len(crops0), used0, len(train[0]))
@@ -355,7 +363,7 @@ def train_glyph_reader(
         "training": {
             "images": len(train[0]), "images_used": used, "crops": int(len(crops)),
             "reject_crops": int((classes == len(charset)).sum()), "label_smoothing": label_smoothing,
-            "strike": strike,
+            "strike": strike, "weight_decay": weight_decay,
             "seconds": round(time.perf_counter() - started, 1),
             # Aligned glyph widths over (text span / length): what the lattice needs to offer.
             "relative_widths": {f"p{q:g}": round(float(np.percentile(widths, q)), 3) for q in (0.5, 5, 50, 95, 99.5)},

@@ -34,6 +34,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     code = train_main([str(folder), "--out", str(bundle_dir), "--glyph-epochs", "2", "--align-rounds", "1",
                        "--ctc-epochs", "1", "--seed", "3", "--glyph-size", "16", "--glyph-members", "2",
                        "--glyph-label-smoothing", "0.1", "--glyph-strike", "0.5", "--glyph-filters", "8", "12", "16",
+                       "--glyph-weight-decay", "0.05",
                        "--param", "clean.speck_ratio=0.02"])
     assert code == 0
     bundle = load_bundle(bundle_dir)
@@ -58,6 +59,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     assert [len(m["history"]) for m in manifest["readers"]["glyph"]["training"]["members"]] == [2, 2]  # each one's log
     assert manifest["readers"]["glyph"]["training"]["label_smoothing"] == 0.1
     assert manifest["readers"]["glyph"]["training"]["strike"] == 0.5
+    assert manifest["readers"]["glyph"]["training"]["weight_decay"] == 0.05
     # The mask, its grey levels and the first-glyph mark: three input channels.
     assert manifest["params"]["glyph"]["shade"] is True and manifest["params"]["glyph"]["first_mark"] is True
     assert manifest["readers"]["glyph"]["architecture"]["channels"] == 3
@@ -87,6 +89,8 @@ def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.Lo
                                  ("--ctc-cycles", "0", "--ctc-cycles must be at least 1"),
                                  ("--glyph-strike", "1.5", "--glyph-strike must be between 0 and 1"),
                                  ("--glyph-strike", "nan", "--glyph-strike must be between 0 and 1"),
+                                 ("--glyph-weight-decay", "-0.1", "--glyph-weight-decay must be at least 0"),
+                                 ("--glyph-weight-decay", "nan", "--glyph-weight-decay must be at least 0"),
                                  ("--ctc-budget", "nan", "--ctc-budget must be a number of seconds")):
         assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), flag, value]) == 3
         assert message in caplog.text
