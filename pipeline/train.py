@@ -94,6 +94,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--glyph-weight-decay", type=float, default=0.0, metavar="DECAY",
                         help="AdamW's decoupled weight decay for the glyph CNN, 0 to below 1 "
                              "(default %(default)s: plain Adam)")
+    parser.add_argument("--glyph-rejects", type=float, default=1.5, metavar="PER_GLYPH",
+                        help="reject-class crops (not one whole glyph) sampled per glyph crop in every "
+                             "glyph round (default %(default)s)")
     parser.add_argument("--param", action="append", default=[], metavar="SECTION.NAME=VALUE",
                         help="set one stage parameter of pipeline/config.py, e.g. clean.thin_ratio=0.4 "
                              "(repeatable; applied after the scheme's own choices; recorded in the manifest)")
@@ -141,6 +144,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         raise ValueError(f"--glyph-strike must be between 0 and 1, got {args.glyph_strike}")
     if not 0.0 <= args.glyph_weight_decay < 1.0:
         raise ValueError(f"--glyph-weight-decay must be at least 0 and below 1, got {args.glyph_weight_decay}")
+    if not args.glyph_rejects >= 0.0:
+        raise ValueError(f"--glyph-rejects must be at least 0, got {args.glyph_rejects}")
     for flag, count in (("--ctc-epochs", args.ctc_epochs), ("--ctc-cycles", args.ctc_cycles)):
         if count is not None and count < 1:
             raise ValueError(f"{flag} must be at least 1, got {count}")
@@ -207,6 +212,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
                                               label_smoothing=args.glyph_label_smoothing,
                                               strike=args.glyph_strike,
                                               weight_decay=args.glyph_weight_decay,
+                                              rejects_per_glyph=args.glyph_rejects,
                                               architecture={"members": args.glyph_members,
                                                             "channels": params.glyph.channels,
                                                             **({"filters": args.glyph_filters}

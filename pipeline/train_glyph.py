@@ -282,6 +282,7 @@ def train_glyph_reader(
     label_smoothing: float = 0.0,
     strike: float = 0.0,
     weight_decay: float = 0.0,
+    rejects_per_glyph: float = 1.5,
 ) -> dict[str, Any]:
     """Train the glyph CNN (bootstrap, then ``align_rounds`` rounds of alignment, each realigning
     the crops with the previous round's model); write its weights; return its manifest entry.
@@ -300,7 +301,8 @@ def train_glyph_reader(
     outputs (Keras' ``label_smoothing``; 0: plain targets). The caller measures the saved reader's figures under the
     bundle's final stage parameters.
     ``strike``: the share of training crops, in every round, with a line drawn across (:func:`struck`).
-    ``weight_decay``: AdamW's decoupled weight decay in every round (0: plain Adam)."""
+    ``weight_decay``: AdamW's decoupled weight decay in every round (0: plain Adam).
+    ``rejects_per_glyph``: reject-class crops sampled per glyph crop (:func:`training_crops`)."""
     if align_rounds < 1:
         raise ValueError("align_rounds must be at least 1")
     if not 0.0 <= label_smoothing < 1.0:
@@ -309,6 +311,8 @@ def train_glyph_reader(
         raise ValueError(f"the struck share must be between 0 and 1, got {strike}")
     if not 0.0 <= weight_decay < 1.0:
         raise ValueError(f"weight decay must be at least 0 and below 1, got {weight_decay}")
+    if not rejects_per_glyph >= 0.0:
+        raise ValueError(f"rejects per glyph must be at least 0, got {rejects_per_glyph}")
     started = time.perf_counter()
     # The full architecture goes into the manifest, defaults included: a bundle must rebuild the
     # same network even after build_glyph_cnn's defaults change. ``reading`` and ``cells`` are how
@@ -322,7 +326,8 @@ def train_glyph_reader(
     # The grey levels are the second crop channel where the crops have them (``glyphs.shade``).
     lines: dict[str, Any] = {"strike": strike, "weight_decay": weight_decay,
                              "grey": 1 if train[0] and train[0][0].glyph.shade else None}
-    crops0, classes0, used0, _ = training_crops(train[0], train[1], charset, seed=seed)
+    crops0, classes0, used0, _ = training_crops(train[0], train[1], charset, seed=seed,
+                                                rejects_per_glyph=rejects_per_glyph)
     log.info("bootstrap: %d crops from %d of %d images", len(crops0), used0, len(train[0]))
     model0, _ = _fit(crops0, classes0, arch=single, select=select, charset=charset, lengths=lengths,
                      epochs=bootstrap_epochs, seed=seed, batch_size=batch_size, label_smoothing=label_smoothing,
@@ -332,7 +337,8 @@ def train_glyph_reader(
         scorer = scorer_for(model, charset)
         flat = scorer.predict(np.concatenate([p.crops for p in train[0]]).astype(np.float32) / 255.0)
         probs = np.split(flat, np.cumsum([len(p.crops) for p in train[0]])[:-1])
-        crops, classes, used, widths = training_crops(train[0], train[1], charset, probs=probs, seed=seed + round_)
+        crops, classes, used, widths = training_crops(train[0], train[1], charset, probs=probs, seed=seed + round_,
+                                                      rejects_per_glyph=rejects_per_glyph)
         log.info("alignment round %d: %d crops from %d of %d images", round_, len(crops), used, len(train[0]))
         if round_ < align_rounds:
             model, _ = _fit(crops, classes, arch=single, select=select, charset=charset, lengths=lengths,
@@ -362,7 +368,8 @@ def train_glyph_reader(
         "classes": charset + "\u2400",  # the last class is "reject" (not one whole glyph)
         "training": {
             "images": len(train[0]), "images_used": used, "crops": int(len(crops)),
-            "reject_crops": int((classes == len(charset)).sum()), "label_smoothing": label_smoothing,
+            "reject_crops": int((classes == len(charset)).sum()), "rejects_per_glyph": rejects_per_glyph,
+            "label_smoothing": label_smoothing,
             "strike": strike, "weight_decay": weight_decay,
             "seconds": round(time.perf_counter() - started, 1),
             # Aligned glyph widths over (text span / length): what the lattice needs to offer.

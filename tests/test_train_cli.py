@@ -34,7 +34,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     code = train_main([str(folder), "--out", str(bundle_dir), "--glyph-epochs", "2", "--align-rounds", "1",
                        "--ctc-epochs", "1", "--seed", "3", "--glyph-size", "16", "--glyph-members", "2",
                        "--glyph-label-smoothing", "0.1", "--glyph-strike", "0.5", "--glyph-filters", "8", "12", "16",
-                       "--glyph-weight-decay", "0.05",
+                       "--glyph-weight-decay", "0.05", "--glyph-rejects", "1",
                        "--param", "clean.speck_ratio=0.02"])
     assert code == 0
     bundle = load_bundle(bundle_dir)
@@ -60,6 +60,9 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     assert manifest["readers"]["glyph"]["training"]["label_smoothing"] == 0.1
     assert manifest["readers"]["glyph"]["training"]["strike"] == 0.5
     assert manifest["readers"]["glyph"]["training"]["weight_decay"] == 0.05
+    # One reject crop per glyph crop: the aligned glyphs of 4 characters an image, 4 rejects each.
+    training = manifest["readers"]["glyph"]["training"]
+    assert training["rejects_per_glyph"] == 1.0 and training["reject_crops"] <= 4 * training["images_used"]
     # The mask, its grey levels and the first-glyph mark: three input channels.
     assert manifest["params"]["glyph"]["shade"] is True and manifest["params"]["glyph"]["first_mark"] is True
     assert manifest["readers"]["glyph"]["architecture"]["channels"] == 3
@@ -91,6 +94,8 @@ def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.Lo
                                  ("--glyph-strike", "nan", "--glyph-strike must be between 0 and 1"),
                                  ("--glyph-weight-decay", "-0.1", "--glyph-weight-decay must be at least 0"),
                                  ("--glyph-weight-decay", "nan", "--glyph-weight-decay must be at least 0"),
+                                 ("--glyph-rejects", "-1", "--glyph-rejects must be at least 0"),
+                                 ("--glyph-rejects", "nan", "--glyph-rejects must be at least 0"),
                                  ("--ctc-budget", "nan", "--ctc-budget must be a number of seconds")):
         assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), flag, value]) == 3
         assert message in caplog.text
