@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import shlex
 import sys
@@ -144,8 +145,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         raise ValueError(f"--glyph-strike must be between 0 and 1, got {args.glyph_strike}")
     if not 0.0 <= args.glyph_weight_decay < 1.0:
         raise ValueError(f"--glyph-weight-decay must be at least 0 and below 1, got {args.glyph_weight_decay}")
-    if not args.glyph_rejects >= 0.0:
-        raise ValueError(f"--glyph-rejects must be at least 0, got {args.glyph_rejects}")
+    if not 0.0 <= args.glyph_rejects < math.inf:
+        raise ValueError(f"--glyph-rejects must be at least 0 and finite, got {args.glyph_rejects}")
     for flag, count in (("--ctc-epochs", args.ctc_epochs), ("--ctc-cycles", args.ctc_cycles)):
         if count is not None and count < 1:
             raise ValueError(f"{flag} must be at least 1, got {count}")

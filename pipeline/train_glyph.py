@@ -311,8 +311,8 @@ def train_glyph_reader(
         raise ValueError(f"the struck share must be between 0 and 1, got {strike}")
     if not 0.0 <= weight_decay < 1.0:
         raise ValueError(f"weight decay must be at least 0 and below 1, got {weight_decay}")
-    if not rejects_per_glyph >= 0.0:
-        raise ValueError(f"rejects per glyph must be at least 0, got {rejects_per_glyph}")
+    if not 0.0 <= rejects_per_glyph < float("inf"):
+        raise ValueError(f"rejects per glyph must be at least 0 and finite, got {rejects_per_glyph}")
     started = time.perf_counter()
     # The full architecture goes into the manifest, defaults included: a bundle must rebuild the
     # same network even after build_glyph_cnn's defaults change. ``reading`` and ``cells`` are how

@@ -96,6 +96,7 @@ def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.Lo
                                  ("--glyph-weight-decay", "nan", "--glyph-weight-decay must be at least 0"),
                                  ("--glyph-rejects", "-1", "--glyph-rejects must be at least 0"),
                                  ("--glyph-rejects", "nan", "--glyph-rejects must be at least 0"),
+                                 ("--glyph-rejects", "inf", "--glyph-rejects must be at least 0 and finite"),
                                  ("--ctc-budget", "nan", "--ctc-budget must be a number of seconds")):
         assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), flag, value]) == 3
         assert message in caplog.text
