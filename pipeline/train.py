@@ -42,6 +42,7 @@ from pipeline.dataset import (
 )
 from pipeline.load import LoadError, fit_height, load_gray
 from pipeline.recognize import Prepared, Reading, read_segments, route
+from pipeline.train_glyph import REJECTS_PER_GLYPH
 
 log = logging.getLogger("pipeline.train")
 
@@ -95,7 +96,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--glyph-weight-decay", type=float, default=0.0, metavar="DECAY",
                         help="AdamW's decoupled weight decay for the glyph CNN, 0 to below 1 "
                              "(default %(default)s: plain Adam)")
-    parser.add_argument("--glyph-rejects", type=float, default=1.5, metavar="PER_GLYPH",
+    parser.add_argument("--glyph-rejects", type=float, default=REJECTS_PER_GLYPH, metavar="PER_GLYPH",
                         help="reject-class crops (not one whole glyph) sampled per glyph crop in every "
                              "glyph round (default %(default)s)")
     parser.add_argument("--param", action="append", default=[], metavar="SECTION.NAME=VALUE",
@@ -145,7 +146,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         raise ValueError(f"--glyph-strike must be between 0 and 1, got {args.glyph_strike}")
     if not 0.0 <= args.glyph_weight_decay < 1.0:
         raise ValueError(f"--glyph-weight-decay must be at least 0 and below 1, got {args.glyph_weight_decay}")
-    if not 0.0 <= args.glyph_rejects < math.inf:
+    if not (math.isfinite(args.glyph_rejects) and args.glyph_rejects >= 0.0):
         raise ValueError(f"--glyph-rejects must be at least 0 and finite, got {args.glyph_rejects}")
     for flag, count in (("--ctc-epochs", args.ctc_epochs), ("--ctc-cycles", args.ctc_cycles)):
         if count is not None and count < 1:

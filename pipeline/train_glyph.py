@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,13 +41,17 @@ log = logging.getLogger(__name__)
 WEIGHTS = "glyph.weights.h5"
 
 
+#: Reject-class crops sampled per aligned glyph by default (``pipeline.train --glyph-rejects``).
+REJECTS_PER_GLYPH = 1.5
+
+
 def training_crops(
     prepared: Sequence[Prepared],
     labels: Sequence[str],
     charset: str,
     *,
     probs: Sequence[np.ndarray] | None = None,
-    rejects_per_glyph: float = 1.5,
+    rejects_per_glyph: float = REJECTS_PER_GLYPH,
     reject_coverage: float = 0.7,
     reject_purity: float = 0.8,
     near_per_glyph: float = 1.0,
@@ -282,7 +287,7 @@ def train_glyph_reader(
     label_smoothing: float = 0.0,
     strike: float = 0.0,
     weight_decay: float = 0.0,
-    rejects_per_glyph: float = 1.5,
+    rejects_per_glyph: float = REJECTS_PER_GLYPH,
 ) -> dict[str, Any]:
     """Train the glyph CNN (bootstrap, then ``align_rounds`` rounds of alignment, each realigning
     the crops with the previous round's model); write its weights; return its manifest entry.
@@ -311,7 +316,7 @@ def train_glyph_reader(
         raise ValueError(f"the struck share must be between 0 and 1, got {strike}")
     if not 0.0 <= weight_decay < 1.0:
         raise ValueError(f"weight decay must be at least 0 and below 1, got {weight_decay}")
-    if not 0.0 <= rejects_per_glyph < float("inf"):
+    if not (math.isfinite(rejects_per_glyph) and rejects_per_glyph >= 0.0):
         raise ValueError(f"rejects per glyph must be at least 0 and finite, got {rejects_per_glyph}")
     started = time.perf_counter()
     # The full architecture goes into the manifest, defaults included: a bundle must rebuild the
