@@ -167,9 +167,14 @@ def struck(crops: np.ndarray, rng: np.random.Generator, share: float, *, grey: i
     return out
 
 
-def augment(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def augment(crops: np.ndarray, rng: np.random.Generator, *, mark: int | None = None) -> np.ndarray:
     """Random small affine jitter of uint8 (N, s, s) or (N, s, s, channels) crops: rotation, scale,
-    shift, shear (the same for every channel of a crop)."""
+    shift, shear (the same for every channel of a crop).
+
+    ``mark``: the index of the first-glyph mark channel, or None. It is a fact about the crop,
+    constant over it (:func:`pipeline.glyphs.lattice_crops`), not pixels, so it is kept as it is:
+    warped, it would get a blank border and corners that no crop read has.
+    """
     n, s = crops.shape[0], int(crops.shape[1])
     out = np.empty_like(crops)
     angle = np.asarray(rng.uniform(-8, 8, n))
@@ -181,6 +186,8 @@ def augment(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         m[0, 1] += shear[i]
         m[:, 2] += shift[i]
         out[i] = cv2.warpAffine(crops[i], m, (s, s), flags=cv2.INTER_LINEAR, borderValue=0)
+    if mark is not None:
+        out[..., mark] = crops[..., mark]
     return out
 
 
@@ -221,7 +228,8 @@ def _fit(
     crops: np.ndarray, classes: np.ndarray, *, arch: dict[str, Any], select: tuple[Sequence[Prepared], Sequence[str]],
     charset: str, lengths: tuple[int, ...], epochs: int, seed: int, batch_size: int,
     learning_rate: float = 2e-3, max_crops_per_epoch: int = 20_000, label_smoothing: float = 0.0,
-    log_every: int = 5, strike: float = 0.0, grey: int | None = None, weight_decay: float = 0.0,
+    log_every: int = 5, strike: float = 0.0, grey: int | None = None, mark: int | None = None,
+    weight_decay: float = 0.0,
 ) -> tuple[Any, dict[str, Any]]:
     if log_every < 1:
         raise ValueError(f"log_every must be at least 1 epoch, got {log_every}")
@@ -246,7 +254,7 @@ def _fit(
         # Large data sets: a fresh random subset each epoch keeps an epoch's cost bounded.
         pick = rng.permutation(len(crops))[:max_crops_per_epoch]
         x = crops[pick] if not strike else struck(crops[pick], rng, strike, grey=grey)
-        x = augment(x, rng).astype(np.float32) / 255.0
+        x = augment(x, rng, mark=mark).astype(np.float32) / 255.0
         x = x[..., None] if x.ndim == 3 else x
         y = np.eye(n_outputs, dtype=np.float32)[classes[pick]] if label_smoothing else classes[pick]
         fit = model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
@@ -328,9 +336,12 @@ def train_glyph_reader(
     arch = {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
     members = int(arch.get("members", 1))
     single = {**arch, "members": 1}  # one network; the final round trains ``members`` of them
-    # The grey levels are the second crop channel where the crops have them (``glyphs.shade``).
+    # The grey levels are the second crop channel where the crops have them (``glyphs.shade``),
+    # the first-glyph mark the last where they have it.
+    glyph = train[0][0].glyph if train[0] else None
     lines: dict[str, Any] = {"strike": strike, "weight_decay": weight_decay,
-                             "grey": 1 if train[0] and train[0][0].glyph.shade else None}
+                             "grey": 1 if glyph and glyph.shade else None,
+                             "mark": glyph.channels - 1 if glyph and glyph.first_mark else None}
     crops0, classes0, used0, _ = training_crops(train[0], train[1], charset, seed=seed,
                                                 rejects_per_glyph=rejects_per_glyph)
     log.info("bootstrap: %d crops from %d of %d images", len(crops0), used0, len(train[0]))

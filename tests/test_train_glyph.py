@@ -8,7 +8,7 @@ import pytest
 from pipeline.glyphs import crop_glyphs
 from pipeline.recognize import Prepared
 from pipeline.segment import Lattice
-from pipeline.train_glyph import _fit, struck, training_crops
+from pipeline.train_glyph import _fit, augment, struck, training_crops
 
 
 def _three_touching_glyphs() -> Prepared:
@@ -87,3 +87,19 @@ def test_struck_crops_get_a_line_in_grey_and_in_the_mask_only_beside_ink():
     assert np.array_equal(struck(crops, np.random.default_rng(0), 0.0, grey=1), crops)
     one = struck(crops[..., 0], np.random.default_rng(1), 1.0)  # mask-only crops: (N, s, s)
     assert one.shape == (40, 20, 20) and (one > crops[..., 0]).any()
+
+
+def test_augment_warps_the_pixels_and_keeps_the_first_glyph_mark_whole():
+    crops = np.zeros((30, 24, 24, 3), np.uint8)
+    crops[:, 6:18, 10:14, 0] = 255  # an upright bar in the mask
+    crops[:, 6:18, 10:14, 1] = 180  # and in the grey levels
+    crops[::2, :, :, 2] = 255  # every other crop begins the text
+    before = crops.copy()
+    out = augment(crops, np.random.default_rng(0), mark=2)
+    assert np.array_equal(crops, before)  # a copy
+    assert not np.array_equal(out[..., 0], before[..., 0])  # the pixels moved
+    assert np.array_equal(out[..., 2], before[..., 2])  # the mark did not: 255 or 0 over the whole crop
+    # The same draws either way: only the mark channel differs from a warp of every channel.
+    warped = augment(crops, np.random.default_rng(0))
+    assert np.array_equal(warped[..., :2], out[..., :2])
+    assert (warped[::2, ..., 2] == 0).any()  # warped, the mark gets a blank border that no crop read has
