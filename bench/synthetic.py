@@ -13,7 +13,7 @@ validation files (never trained on). Writes ``bench/results/synthetic.json``: th
 ``report.json`` figures for each route, the routing threshold chosen at training, the
 training times, and the command. About 15 minutes on the 2-core machine. Arguments after ``--``
 go to ``pipeline.train`` (``-- --ctc-epochs 150``), and the results then to
-``synthetic_<those arguments>.json``.
+``synthetic_<those arguments>.json``; another ``--seed`` to ``synthetic_seed_<N>[_<arguments>].json``.
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def main() -> int:
     argv = sys.argv[1:]
     own, extra = split_train_args(argv)
     args = parser.parse_args(own)
-    tag = file_tag(extra)
+    # Another seed of images is another sample of the scheme: its own file, beside seed 0's.
+    tag = file_tag((["seed", str(args.seed)] if args.seed != 0 else []) + extra)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         images, bundle = work / "images", work / "bundle"

@@ -192,8 +192,28 @@ def test_the_routing_threshold_follows_the_stronger_reader():
     right_ctc = [Reading(t, np.array([0.99, 0.99])) for t in labels]
     wrong_ctc = [Reading("", np.zeros(0)) for _ in labels]
     assert best_threshold(unsure, right_ctc, labels) == (1.0, 1.0)
-    assert best_threshold(unsure, wrong_ctc, labels) == (0.35, 1.0)  # ties: the highest that keeps them
+    # Ties go towards the stronger reader alone: here the glyph reader, so the lowest threshold.
+    assert best_threshold(unsure, wrong_ctc, labels) == (0.0, 1.0)
     # A reading with no glyphs at all always goes to the CRNN, whatever the threshold.
     none = [Reading("", np.zeros(0), "no segmentation into 2 glyphs") for _ in labels]
     assert best_threshold(none, right_ctc, labels) == (1.0, 1.0)
     assert best_threshold(none, wrong_ctc, labels) == (1.0, 0.0)
+
+
+@pytest.mark.parametrize(("ctc_texts", "expected"), [
+    # The glyph reader reads 3 of 4 alone, the CRNN 2. Up to 0.95 auto reads 3 (the unsure "ba"
+    # and "aa" are right whichever reader has them); above, the sure "ab" goes to the CRNN and
+    # is lost. A tie from 0 to 0.95, broken towards the glyph reader: the lowest.
+    (["xx", "ba", "aa", "xx"], 0.0),
+    # Both read 3 alone (the CRNN gets "bb" right instead of "ab"): auto reads 3 at every
+    # threshold, and the tie goes to the CRNN, the highest.
+    (["xx", "ba", "aa", "bb"], 1.0),
+])
+def test_routing_ties_go_towards_the_reader_that_is_stronger_alone(ctc_texts: list[str], expected: float):
+    from pipeline.train import best_threshold
+
+    labels = ["ab", "ba", "aa", "bb"]
+    segment = [Reading("ab", np.array([0.95, 0.95])), Reading("ba", np.array([0.5, 0.9])),
+               Reading("aa", np.array([0.6, 0.9])), Reading("ba", np.array([0.95, 0.95]))]
+    ctc = [Reading(t, np.array([0.9, 0.9])) for t in ctc_texts]
+    assert best_threshold(segment, ctc, labels) == (expected, 0.75)
