@@ -78,6 +78,16 @@ class GlyphParams:
         """Channels of a crop, in this order: the mask, the grey levels, the first-glyph mark."""
         return 1 + self.shade + self.first_mark
 
+    @property
+    def grey_channel(self) -> int | None:
+        """Index of the grey-level channel, or None without it."""
+        return 1 if self.shade else None
+
+    @property
+    def mark_channel(self) -> int | None:
+        """Index of the first-glyph mark channel (the last), or None without it."""
+        return self.channels - 1 if self.first_mark else None
+
 
 @dataclass(frozen=True)
 class StageParams:

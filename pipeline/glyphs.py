@@ -43,8 +43,8 @@ def lattice_crops(
     size, n = params.size, len(ids)
     out = np.zeros((params.channels, n, size, size), dtype=np.uint8)  # plane by plane, each contiguous
     cut_crops(planes, plan, size=size, out=out[: len(planes)])
-    if params.first_mark:
-        out[-1, lattice.opening[ids]] = 255
+    if (mark := params.mark_channel) is not None:
+        out[mark, lattice.opening[ids]] = 255
     if params.channels == 1:
         return out[0]
     if n == 0:

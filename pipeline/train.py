@@ -356,12 +356,9 @@ def best_threshold(segment: Sequence[Reading], ctc: Sequence[Reading], labels: S
     Ties go towards the reader that reads more of ``labels`` right on its own (the CRNN where
     the two read as many): the higher threshold where it is the CRNN, the lower where it is the
     glyph reader. A tie is no evidence that the weaker reader helps, so the images it leaves
-    undecided go to the stronger one. (Ties used to go to the higher threshold whatever the
-    readers: on ``bench/synthetic.py``'s scheme, where the CRNN read 78.9 % of the selection
-    images and the glyph reader 98.7 %, auto tied the glyph reader there at 0.91 and sent 20
-    validation images to the CRNN, 7 of them wrong.)
+    undecided go to the stronger one (``bench/HISTORY.md``, *Routing*, session 26).
     """
-    seg_right = sum(s is not None and s.text == label for s, label in zip(segment, labels, strict=True))
+    seg_right = sum(s.text == label for s, label in zip(segment, labels, strict=True))
     ctc_right = sum(c.text == label for c, label in zip(ctc, labels, strict=True))
     towards = 1.0 if ctc_right >= seg_right else -1.0
     best: tuple[float, float, float] = (-1.0, 0.0, 0.0)

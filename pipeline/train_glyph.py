@@ -336,12 +336,11 @@ def train_glyph_reader(
     arch = {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
     members = int(arch.get("members", 1))
     single = {**arch, "members": 1}  # one network; the final round trains ``members`` of them
-    # The grey levels are the second crop channel where the crops have them (``glyphs.shade``),
-    # the first-glyph mark the last where they have it.
+    # Where the grey levels (``glyphs.shade``) and the first-glyph mark are among the crops' channels.
     glyph = train[0][0].glyph if train[0] else None
     lines: dict[str, Any] = {"strike": strike, "weight_decay": weight_decay,
-                             "grey": 1 if glyph and glyph.shade else None,
-                             "mark": glyph.channels - 1 if glyph and glyph.first_mark else None}
+                             "grey": glyph.grey_channel if glyph else None,
+                             "mark": glyph.mark_channel if glyph else None}
     crops0, classes0, used0, _ = training_crops(train[0], train[1], charset, seed=seed,
                                                 rejects_per_glyph=rejects_per_glyph)
     log.info("bootstrap: %d crops from %d of %d images", len(crops0), used0, len(train[0]))

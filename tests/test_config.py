@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import StageParams
+from pipeline.config import GlyphParams, StageParams
 
 
 def test_overrides_parse_each_field_as_its_type():
@@ -34,3 +34,17 @@ def test_overrides_refuse_bad_settings_with_a_clear_message(setting: str, messag
     with pytest.raises(ValueError, match="stage parameter") as info:
         StageParams().with_overrides([setting])
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(("shade", "first_mark", "channels", "grey", "mark"), [
+    (False, False, 1, None, None),
+    (True, False, 2, 1, None),
+    (False, True, 2, None, 1),
+    (True, True, 3, 1, 2),
+])
+def test_crop_channels_in_their_order(shade: bool, first_mark: bool, channels: int, grey: int | None,
+                                      mark: int | None):
+    """The mask first, then the grey levels, then the first-glyph mark (what lattice_crops makes
+    and what the trainer's jitter and strike line must find)."""
+    params = GlyphParams(shade=shade, first_mark=first_mark)
+    assert (params.channels, params.grey_channel, params.mark_channel) == (channels, grey, mark)

@@ -60,7 +60,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     assert manifest["readers"]["glyph"]["training"]["label_smoothing"] == 0.1
     assert manifest["readers"]["glyph"]["training"]["strike"] == 0.5
     assert manifest["readers"]["glyph"]["training"]["weight_decay"] == 0.05
-    # One reject crop per glyph crop: the aligned glyphs of 4 characters an image, 4 rejects each.
+    # One reject crop per glyph crop: 4 characters an image, so at most 4 rejects an image (1.5: 6).
     training = manifest["readers"]["glyph"]["training"]
     assert training["rejects_per_glyph"] == 1.0 and training["reject_crops"] <= 4 * training["images_used"]
     # The mask, its grey levels and the first-glyph mark: three input channels.
