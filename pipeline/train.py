@@ -42,7 +42,7 @@ from pipeline.dataset import (
 )
 from pipeline.load import LoadError, fit_height, load_gray
 from pipeline.recognize import Prepared, Reading, read_segments, route
-from pipeline.train_glyph import REJECTS_PER_GLYPH
+from pipeline.train_glyph import NEAR_PURITY, REJECT_PURITY, REJECTS_PER_GLYPH
 
 log = logging.getLogger("pipeline.train")
 
@@ -99,6 +99,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--glyph-rejects", type=float, default=REJECTS_PER_GLYPH, metavar="PER_GLYPH",
                         help="reject-class crops (not one whole glyph) sampled per glyph crop in every "
                              "glyph round (default %(default)s)")
+    parser.add_argument("--glyph-reject-purity", type=float, default=REJECT_PURITY, metavar="SHARE",
+                        help="a candidate segment with less than this share of its ink from one aligned "
+                             f"glyph is a reject example, above 0 to {NEAR_PURITY:g} (default %(default)s)")
     parser.add_argument("--param", action="append", default=[], metavar="SECTION.NAME=VALUE",
                         help="set one stage parameter of pipeline/config.py, e.g. clean.thin_ratio=0.4 "
                              "(repeatable; applied after the scheme's own choices; recorded in the manifest)")
@@ -148,6 +151,9 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         raise ValueError(f"--glyph-weight-decay must be at least 0 and below 1, got {args.glyph_weight_decay}")
     if not (math.isfinite(args.glyph_rejects) and args.glyph_rejects >= 0.0):
         raise ValueError(f"--glyph-rejects must be at least 0 and finite, got {args.glyph_rejects}")
+    if not 0.0 < args.glyph_reject_purity <= NEAR_PURITY:
+        raise ValueError(f"--glyph-reject-purity must be above 0 and at most {NEAR_PURITY:g}, "
+                         f"got {args.glyph_reject_purity}")
     for flag, count in (("--ctc-epochs", args.ctc_epochs), ("--ctc-cycles", args.ctc_cycles)):
         if count is not None and count < 1:
             raise ValueError(f"{flag} must be at least 1, got {count}")
@@ -215,6 +221,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
                                               strike=args.glyph_strike,
                                               weight_decay=args.glyph_weight_decay,
                                               rejects_per_glyph=args.glyph_rejects,
+                                              reject_purity=args.glyph_reject_purity,
                                               architecture={"members": args.glyph_members,
                                                             "channels": params.glyph.channels,
                                                             **({"filters": args.glyph_filters}

@@ -43,6 +43,10 @@ WEIGHTS = "glyph.weights.h5"
 
 #: Reject-class crops sampled per aligned glyph by default (``pipeline.train --glyph-rejects``).
 REJECTS_PER_GLYPH = 1.5
+#: A segment with less than this share of its ink from one aligned glyph is a reject example by
+#: default (``pipeline.train --glyph-reject-purity``); the near-copies need 0.9 (:func:`training_crops`).
+REJECT_PURITY = 0.8
+NEAR_PURITY = 0.9
 
 
 def training_crops(
@@ -53,10 +57,10 @@ def training_crops(
     probs: Sequence[np.ndarray] | None = None,
     rejects_per_glyph: float = REJECTS_PER_GLYPH,
     reject_coverage: float = 0.7,
-    reject_purity: float = 0.8,
+    reject_purity: float = REJECT_PURITY,
     near_per_glyph: float = 1.0,
     near_coverage: float = 0.9,
-    near_purity: float = 0.9,
+    near_purity: float = NEAR_PURITY,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """Glyph crops and class indices from labelled images.
@@ -81,6 +85,11 @@ def training_crops(
         Class ``len(charset)`` is reject; a relative width is a chosen glyph's width over its
         image's text span / its label length.
     """
+    for name, low, high in (("reject_coverage", reject_coverage, near_coverage),
+                            ("reject_purity", reject_purity, near_purity)):
+        # Above the near-copies' bound, one segment could be both a positive and a reject.
+        if not 0.0 < low <= high:
+            raise ValueError(f"{name} must be above 0 and at most the near-copies' {high:g}, got {low:g}")
     rng = np.random.default_rng(seed)
     index = {c: i for i, c in enumerate(charset)}
     reject = len(charset)
@@ -296,6 +305,7 @@ def train_glyph_reader(
     strike: float = 0.0,
     weight_decay: float = 0.0,
     rejects_per_glyph: float = REJECTS_PER_GLYPH,
+    reject_purity: float = REJECT_PURITY,
 ) -> dict[str, Any]:
     """Train the glyph CNN (bootstrap, then ``align_rounds`` rounds of alignment, each realigning
     the crops with the previous round's model); write its weights; return its manifest entry.
@@ -315,7 +325,9 @@ def train_glyph_reader(
     bundle's final stage parameters.
     ``strike``: the share of training crops, in every round, with a line drawn across (:func:`struck`).
     ``weight_decay``: AdamW's decoupled weight decay in every round (0: plain Adam).
-    ``rejects_per_glyph``: reject-class crops sampled per glyph crop (:func:`training_crops`)."""
+    ``rejects_per_glyph``: reject-class crops sampled per glyph crop (:func:`training_crops`).
+    ``reject_purity``: a segment with less than this share of its ink from one aligned glyph is a
+    reject example (:func:`training_crops`)."""
     if align_rounds < 1:
         raise ValueError("align_rounds must be at least 1")
     if not 0.0 <= label_smoothing < 1.0:
@@ -342,7 +354,7 @@ def train_glyph_reader(
                              "grey": glyph.grey_channel if glyph else None,
                              "mark": glyph.mark_channel if glyph else None}
     crops0, classes0, used0, _ = training_crops(train[0], train[1], charset, seed=seed,
-                                                rejects_per_glyph=rejects_per_glyph)
+                                                rejects_per_glyph=rejects_per_glyph, reject_purity=reject_purity)
     log.info("bootstrap: %d crops from %d of %d images", len(crops0), used0, len(train[0]))
     model0, _ = _fit(crops0, classes0, arch=single, select=select, charset=charset, lengths=lengths,
                      epochs=bootstrap_epochs, seed=seed, batch_size=batch_size, label_smoothing=label_smoothing,
@@ -353,7 +365,7 @@ def train_glyph_reader(
         flat = scorer.predict(np.concatenate([p.crops for p in train[0]]).astype(np.float32) / 255.0)
         probs = np.split(flat, np.cumsum([len(p.crops) for p in train[0]])[:-1])
         crops, classes, used, widths = training_crops(train[0], train[1], charset, probs=probs, seed=seed + round_,
-                                                      rejects_per_glyph=rejects_per_glyph)
+                                                      rejects_per_glyph=rejects_per_glyph, reject_purity=reject_purity)
         log.info("alignment round %d: %d crops from %d of %d images", round_, len(crops), used, len(train[0]))
         if round_ < align_rounds:
             model, _ = _fit(crops, classes, arch=single, select=select, charset=charset, lengths=lengths,
@@ -384,6 +396,7 @@ def train_glyph_reader(
         "training": {
             "images": len(train[0]), "images_used": used, "crops": int(len(crops)),
             "reject_crops": int((classes == len(charset)).sum()), "rejects_per_glyph": rejects_per_glyph,
+            "reject_purity": reject_purity,
             "label_smoothing": label_smoothing,
             "strike": strike, "weight_decay": weight_decay,
             "seconds": round(time.perf_counter() - started, 1),

@@ -34,7 +34,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     code = train_main([str(folder), "--out", str(bundle_dir), "--glyph-epochs", "2", "--align-rounds", "1",
                        "--ctc-epochs", "1", "--seed", "3", "--glyph-size", "16", "--glyph-members", "2",
                        "--glyph-label-smoothing", "0.1", "--glyph-strike", "0.5", "--glyph-filters", "8", "12", "16",
-                       "--glyph-weight-decay", "0.05", "--glyph-rejects", "1",
+                       "--glyph-weight-decay", "0.05", "--glyph-rejects", "1", "--glyph-reject-purity", "0.85",
                        "--param", "clean.speck_ratio=0.02"])
     assert code == 0
     bundle = load_bundle(bundle_dir)
@@ -63,6 +63,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     # One reject crop per glyph crop: 4 characters an image, so at most 4 rejects an image (1.5: 6).
     training = manifest["readers"]["glyph"]["training"]
     assert training["rejects_per_glyph"] == 1.0 and training["reject_crops"] <= 4 * training["images_used"]
+    assert training["reject_purity"] == 0.85
     # The mask, its grey levels and the first-glyph mark: three input channels.
     assert manifest["params"]["glyph"]["shade"] is True and manifest["params"]["glyph"]["first_mark"] is True
     assert manifest["readers"]["glyph"]["architecture"]["channels"] == 3
@@ -97,6 +98,9 @@ def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.Lo
                                  ("--glyph-rejects", "-1", "--glyph-rejects must be at least 0"),
                                  ("--glyph-rejects", "nan", "--glyph-rejects must be at least 0"),
                                  ("--glyph-rejects", "inf", "--glyph-rejects must be at least 0 and finite"),
+                                 ("--glyph-reject-purity", "0", "--glyph-reject-purity must be above 0"),
+                                 ("--glyph-reject-purity", "0.95", "at most 0.9"),
+                                 ("--glyph-reject-purity", "nan", "--glyph-reject-purity must be above 0"),
                                  ("--ctc-budget", "nan", "--ctc-budget must be a number of seconds")):
         assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), flag, value]) == 3
         assert message in caplog.text

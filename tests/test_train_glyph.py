@@ -46,6 +46,33 @@ def test_no_near_copies_when_switched_off():
     assert sorted(c for c in classes.tolist() if c != 3) == [0, 1, 2]
 
 
+def _glyph_with_a_neighbours_edge() -> Prepared:
+    """The glyphs of :func:`_three_touching_glyphs` and one more segment: 'a' with the first three
+    columns of 'b' (purity 190 / 220 = 0.86 of its ink from 'a', all of 'a's ink)."""
+    mask = np.ones((10, 60), bool)
+    mask[:, 19] = mask[:, 39] = False
+    cuts = np.array([0, 20, 23, 40, 60])
+    segments = np.array([[0, 1], [1, 3], [3, 4], [0, 2]])
+    prior = np.array([0.0, 0.0, 0.0, -5.0])
+    lattice = Lattice(cuts, segments, prior, np.tile([0, 10], (len(segments), 1)), n_components=1)
+    crops = crop_glyphs(mask, cuts[segments], size=16, margin=1)
+    return Prepared(gray=np.zeros((10, 60), np.uint8), binary=mask, cleaned=mask, lattice=lattice, all_crops=crops)
+
+
+@pytest.mark.parametrize(("purity", "rejects"), [(0.8, 0), (0.85, 0), (0.87, 1), (0.9, 1)])
+def test_reject_purity_decides_a_segment_with_a_neighbours_edge(purity: float, rejects: int):
+    _, classes, _, _ = training_crops([_glyph_with_a_neighbours_edge()], ["abc"], "abc", rejects_per_glyph=2.0,
+                                      reject_purity=purity, seed=0)
+    assert sorted(classes.tolist()) == [0, 1, 2] + [3] * rejects  # never a near-copy: 0.86 < 0.9
+
+
+@pytest.mark.parametrize(("name", "value"), [("reject_purity", 0.0), ("reject_purity", 0.95),
+                                             ("reject_coverage", 0.95), ("reject_coverage", -0.1)])
+def test_reject_bounds_must_stay_under_the_near_copies(name: str, value: float):
+    with pytest.raises(ValueError, match=name):
+        training_crops([_three_touching_glyphs()], ["abc"], "abc", seed=0, **{name: value})
+
+
 @pytest.mark.parametrize(("smoothing", "low", "high"), [(0.0, 0.0, 0.5), (0.5, 0.8, 5.0)])
 def test_label_smoothing_sets_a_floor_under_the_loss(smoothing: float, low: float, high: float):
     """Two easy classes plus reject (3 outputs): plain targets are learnt to a small loss; with
