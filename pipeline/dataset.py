@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,12 @@ import numpy as np
 from pipeline.load import IMAGE_SUFFIXES
 
 LABELS_CSV = "labels.csv"
+#: How ``pipeline.run``'s predictions.csv begins: a folder holding one is a run's output.
+RUN_OUTPUT_HEADER = "file,prediction,route,"
+#: The subfolder of a run's output that holds its stage images.
+DEBUG_DIR = "debug"
+
+log = logging.getLogger(__name__)
 
 
 class FolderError(ValueError):
@@ -35,8 +42,12 @@ class Item:
     label_from: str = "stem"  # "stem" (the file name) or "csv" (labels.csv)
 
 
-def list_images(folder: str | Path, *, recursive: bool = True) -> list[Item]:
+def list_images(folder: str | Path, *, recursive: bool = True, skip: Sequence[str | Path] = ()) -> list[Item]:
     """Every image file under ``folder`` (sorted by relative path), with its label where known.
+
+    Left out, and said so in the log: images under ``skip`` (e.g. the run's own OUT, where it lies
+    inside ``folder``) and the stage images of a ``pipeline.run`` output (its ``debug/`` beside a
+    predictions.csv, :func:`is_run_output`), ``folder``'s own included: they are not CAPTCHAs.
 
     Raises:
         FolderError: the folder is missing, not a directory, or unreadable.
@@ -54,6 +65,7 @@ def list_images(folder: str | Path, *, recursive: bool = True) -> list[Item]:
         )
     except OSError as exc:
         raise FolderError(f"cannot list folder {root}: {exc.strerror or exc}") from None
+    files = _without_outputs(root, files, skip)
     csv_labels = read_labels_csv(root / LABELS_CSV)
     items = []
     for path in files:
@@ -64,6 +76,37 @@ def list_images(folder: str | Path, *, recursive: bool = True) -> list[Item]:
         else:
             items.append(Item(path=path, rel=rel, label=label_from_stem(path)))
     return items
+
+
+def is_run_output(folder: Path) -> bool:
+    """Whether ``folder`` holds the predictions.csv of a ``pipeline.run`` (its header)."""
+    try:
+        with (folder / "predictions.csv").open(encoding="utf-8", newline="") as fh:
+            return fh.readline(len(RUN_OUTPUT_HEADER)) == RUN_OUTPUT_HEADER
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _without_outputs(root: Path, files: list[Path], skip: Sequence[str | Path]) -> list[Path]:
+    """``files`` less those under ``skip`` (``root`` itself aside) or under a run output's debug/."""
+    skipped = {Path(s).resolve() for s in skip} - {root.resolve()}
+    verdict: dict[Path, bool] = {}  # per subfolder: is it (or a folder above it) left out?
+
+    def left_out(folder: Path) -> bool:
+        if folder == root:
+            return False
+        if folder not in verdict:
+            verdict[folder] = (left_out(folder.parent) or folder.resolve() in skipped
+                               or (folder.name == DEBUG_DIR and is_run_output(folder.parent)))
+        return verdict[folder]
+
+    kept = [p for p in files if not left_out(p.parent)]
+    if len(kept) < len(files):
+        tops = sorted({f.relative_to(root).as_posix() for f, out in verdict.items()
+                       if out and not left_out(f.parent)})
+        log.info("left out %d images in %s: pipeline.run's own output, not CAPTCHAs",
+                 len(files) - len(kept), ", ".join(tops))
+    return kept
 
 
 def label_from_stem(path: Path) -> str | None:

@@ -29,7 +29,7 @@ from typing import IO, Any
 from pipeline.batches import default_jobs, iter_prepared, start_workers, uses_workers
 from pipeline.bundle import DEFAULT_MODEL, BundleError, load_bundle, quiet_tensorflow
 from pipeline.config import StageParams
-from pipeline.dataset import FolderError, Item, list_images, plausible_labels
+from pipeline.dataset import DEBUG_DIR, FolderError, Item, list_images, plausible_labels
 from pipeline.glyph_cnn import PRECISIONS
 from pipeline.lite import ENGINES
 from pipeline.recognize import MODES, UNSURE, Trace, recognize
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
 
     try:
-        items = list_images(args.folder)
+        items = list_images(args.folder, skip=(args.out,))
     except FolderError as exc:
         log.error("%s", exc)
         return ExitCode.INPUT_ERROR
@@ -306,7 +306,7 @@ def _write_debug(out: Path, item: Item, trace: Trace, used: set[str]) -> None:
         name = item.rel.replace("/", "__")
     used.add(name)
     try:
-        write_trace(trace, out / "debug" / name)
+        write_trace(trace, out / DEBUG_DIR / name)
     except (OSError, ValueError) as exc:
         log.warning("debug images for %s not written: %s", item.rel, exc)
 

@@ -44,6 +44,32 @@ def test_folder_errors(tmp_path: Path):
     assert list_images(tmp_path / "..", recursive=False) == []
 
 
+RUN_CSV = "file,prediction,route,reason\n"
+
+
+@pytest.mark.parametrize(("files", "skip", "kept", "left"), [
+    # An earlier run's output inside the folder: its stage images are not CAPTCHAs.
+    ({"out/predictions.csv": RUN_CSV, "out/debug/ab/01_gray.png": ""}, (), ["ab12.png"], 1),
+    # The folder is itself a run's output (--out FOLDER): its own debug/ only.
+    ({"predictions.csv": RUN_CSV, "debug/ab/01_gray.png": "", "cd.png": ""}, (), ["ab12.png", "cd.png"], 1),
+    # A "debug" folder or a predictions.csv that are not a run's: kept.
+    ({"debug/cd.png": ""}, (), ["ab12.png", "debug/cd.png"], 0),
+    ({"x/predictions.csv": "file,label\n", "x/debug/cd.png": ""}, (), ["ab12.png", "x/debug/cd.png"], 0),
+    # The run's own OUT, listed before it has written anything; never the folder itself.
+    ({"new/cd.png": "", "new/sub/ef.png": ""}, ("new",), ["ab12.png"], 2),
+    ({"cd.png": ""}, (".",), ["ab12.png", "cd.png"], 0),
+])
+def test_run_outputs_are_left_out(tmp_path: Path, files: dict[str, str], skip: tuple[str, ...], kept: list[str],
+                                  left: int, caplog: pytest.LogCaptureFixture):
+    touch(tmp_path, "ab12.png")
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text or rel, encoding="utf-8")
+    caplog.set_level("INFO")
+    assert [i.rel for i in list_images(tmp_path, skip=[tmp_path / s for s in skip])] == kept
+    assert (f"left out {left} images" in caplog.text) == (left > 0)
+
+
 def test_charset_and_lengths_come_from_labels():
     assert charset_of(["ba", "cA"]) == "Aabc"
     assert lengths_of(["abcd", "abc", "abcd"]) == [4, 3]

@@ -128,6 +128,14 @@ def test_debug_images_for_every_stage(tmp_path: Path):
             assert image.size[1] == glyph.channels * 2 * glyph.size + 26
 
 
+def test_outputs_inside_the_folder_are_not_read_again(tmp_path: Path):
+    folder = validation_folder(tmp_path, "captcha_v2", 3)
+    for out in (folder / "out", folder / "again", folder):  # the last: --out FOLDER itself
+        assert main([str(folder), "--out", str(out), "--debug", "-q"]) == ExitCode.OK
+        assert any((out / "debug").rglob("*.png"))
+        assert sorted(r["file"] for r in read_rows(out)) == sorted(p.name for p in folder.glob("*.png"))
+
+
 def test_drawn_failures_are_the_same_from_workers(tmp_path: Path):
     """Over a chunk's worth of files the workers send images without the planes only drawing
     needs, and the main process makes them again for the wrong or unsure readings it draws: the
