@@ -60,7 +60,9 @@ def list_images(folder: str | Path, *, recursive: bool = True, skip: Sequence[st
     try:
         pattern = "**/*" if recursive else "*"
         files = sorted(
-            (p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+            # A broken link is listed too: its row then says it cannot be read, rather than no row.
+            (p for p in root.glob(pattern)
+             if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or (p.is_symlink() and not p.exists()))),
             key=lambda p: p.relative_to(root).as_posix(),
         )
     except OSError as exc:

@@ -176,10 +176,12 @@ def test_bad_input_gets_error_rows_and_the_rest_goes_on(tmp_path: Path):
     (folder / "bomb.png").write_bytes(buf.getvalue())
     (folder / "blank.png").write_bytes(png_bytes(np.full((50, 200), 255, np.uint8)))  # no ink at all
     (folder / "tiny.png").write_bytes(png_bytes(np.zeros((1, 1), np.uint8)))
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a broken link
     out = tmp_path / "out"
     assert main([str(folder), "--out", str(out), "-q"]) == ExitCode.OK
     rows = {r["file"]: r for r in read_rows(out)}
-    assert len(rows) == 8
+    assert len(rows) == 9
+    assert rows["gone.png"]["route"] == "error" and "cannot read file" in rows["gone.png"]["reason"]
     assert "empty" in rows["empty.png"]["reason"] and rows["empty.png"]["route"] == "error"
     assert "not a recognised image" in rows["text.png"]["reason"]
     assert rows["truncated.png"]["route"] == "error"
