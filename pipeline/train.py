@@ -80,6 +80,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ctc-budget", type=float, default=None, metavar="SECONDS",
                         help="a further CRNN cycle starts only if it is expected to end within this many "
                              "seconds of the CRNN's start (default: the CTC trainer's own, 900)")
+    parser.add_argument("--ctc-next-length", type=float, default=None, metavar="TIMES",
+                        help="a further CRNN cycle's length over the one before, 1 to 8 (default: the CTC "
+                             "trainer's own, 1)")
+    parser.add_argument("--ctc-next-peak", type=float, default=None, metavar="TIMES",
+                        help="a further CRNN cycle's peak learning rate over the one before, above 0 to 1 "
+                             "(default: the CTC trainer's own, 0.5)")
     parser.add_argument("--glyph-size", type=int, default=GlyphParams.size,
                         help="side of the glyph CNN's square input crops, pixels (default %(default)s)")
     parser.add_argument("--glyph-shade", action=argparse.BooleanOptionalAction, default=True,
@@ -157,6 +163,10 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     for flag, count in (("--ctc-epochs", args.ctc_epochs), ("--ctc-cycles", args.ctc_cycles)):
         if count is not None and count < 1:
             raise ValueError(f"{flag} must be at least 1, got {count}")
+    if args.ctc_next_length is not None and not 1.0 <= args.ctc_next_length <= 8.0:
+        raise ValueError(f"--ctc-next-length must be 1 to 8, got {args.ctc_next_length}")
+    if args.ctc_next_peak is not None and not 0.0 < args.ctc_next_peak <= 1.0:
+        raise ValueError(f"--ctc-next-peak must be above 0 and at most 1, got {args.ctc_next_peak}")
     if args.ctc_budget is not None and not 0.0 <= args.ctc_budget < float("inf"):
         raise ValueError(f"--ctc-budget must be a number of seconds, at least 0, got {args.ctc_budget}")
     for flag, value in (("--val-fraction", args.val_fraction), ("--select-fraction", args.select_fraction)):
@@ -243,7 +253,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     if args.reader in ("ctc", "both"):
         from pipeline.train_ctc import train_ctc_reader
 
-        given = {"max_epochs": args.ctc_epochs, "max_cycles": args.ctc_cycles, "cycle_budget_s": args.ctc_budget}
+        given = {"max_epochs": args.ctc_epochs, "max_cycles": args.ctc_cycles, "cycle_budget_s": args.ctc_budget,
+                 "next_length": args.ctc_next_length, "next_peak": args.ctc_next_peak}
         extra = {name: value for name, value in given.items() if value is not None}
         readers["ctc"] = train_ctc_reader([p.planes()[0] for p in train_set[0]], train_set[1],
                                           [p.planes()[0] for p in sel_set[0]], sel_set[1],

@@ -46,6 +46,10 @@ CYCLE_BUDGET_S = 900.0
 MAX_CYCLES = 3
 #: A cycle whose best epoch falls in its last quarter was still improving.
 LATE = 0.75
+#: A further cycle's length over the one before (``pipeline.train --ctc-next-length``).
+NEXT_LENGTH = 1.0
+#: A further cycle's peak learning rate over the one before (``pipeline.train --ctc-next-peak``).
+NEXT_PEAK = 0.5
 
 #: Augmentation ranges, in model-input pixels at height 32 (scaled for other heights). They cover
 #: what CAPTCHA generators vary (placement, slant, size, stroke contrast, noise, stray
@@ -81,6 +85,8 @@ def train_ctc_reader(
     time_budget_s: float | None = None,
     max_cycles: int = MAX_CYCLES,
     cycle_budget_s: float = CYCLE_BUDGET_S,
+    next_length: float = NEXT_LENGTH,
+    next_peak: float = NEXT_PEAK,
     height: int | None = None,
     learning_rate: float = 3e-3,
     architecture: dict[str, Any] | None = None,
@@ -108,10 +114,11 @@ def train_ctc_reader(
         time_budget_s: stop after the first epoch that ends past this many seconds.
         max_cycles, cycle_budget_s: a cycle that was still improving at its end (its best epoch
             in its last quarter, the selection images not all read right) is followed by another
-            from its best weights, at half the peak learning rate and with a one-epoch warm-up,
-            while the next one is expected to end within ``cycle_budget_s`` seconds of the start
-            and at most ``max_cycles`` run (:func:`another_cycle`). A scheme that needs more
-            updates than :data:`TARGET_STEPS` then gets them, and one that does not pays nothing.
+            from its best weights, at ``next_peak`` times the peak learning rate, ``next_length``
+            times as many epochs and with a one-epoch warm-up, while the next one is expected to
+            end within ``cycle_budget_s`` seconds of the start and at most ``max_cycles`` run
+            (:func:`another_cycle`). A scheme that needs more updates than :data:`TARGET_STEPS`
+            then gets them, and one that does not pays nothing.
         height: model input height (None: the training images' median height, clipped to
             16..32 and rounded down to a multiple of 8: 32 for captcha_v2's 50-pixel images, 24
             for wp_rsc's). The width follows from the widest training image's aspect ratio (a
@@ -127,6 +134,9 @@ def train_ctc_reader(
     """
     if len(train_grays) != len(train_labels) or len(val_grays) != len(val_labels):
         raise ValueError("each image set needs exactly one label per image")
+    if not (1.0 <= next_length <= 8.0 and 0.0 < next_peak <= 1.0):
+        raise ValueError(f"a further cycle needs a length of 1 to 8 times and a peak above 0 and at most 1 "
+                         f"times the one before, got {next_length:g} and {next_peak:g}")
     if not train_grays or not val_grays:
         raise ValueError("training needs at least one training and one validation image")
     keras.utils.set_random_seed(seed)
@@ -167,13 +177,13 @@ def train_ctc_reader(
     )
     start = time.monotonic()
     cycles: list[dict[str, Any]] = []
-    peak, done = learning_rate, 0
+    peak, done, epochs = learning_rate, 0, max_epochs
     while True:
         began = time.monotonic()
         # The first cycle warms up from a tenth of the peak (CTC on random weights is unstable at
         # full rate); a later one starts from trained weights and needs only one epoch of it.
         warmup_epochs = 3 if not cycles else 1
-        _compile(training, peak=peak, steps=steps_per_epoch * max_epochs, warmup=steps_per_epoch * warmup_epochs,
+        _compile(training, peak=peak, steps=steps_per_epoch * epochs, warmup=steps_per_epoch * warmup_epochs,
                  blank_index=len(charset))
         best.cycle_first = done
         history = training.fit(
@@ -181,24 +191,27 @@ def train_ctc_reader(
             validation_data=(x_val, y_val),
             validation_batch_size=256,
             initial_epoch=done,
-            epochs=done + max_epochs,
+            epochs=done + epochs,
             callbacks=[best],
             verbose=verbose,
         )
         ran = len(history.history.get("loss", []))
-        cycles.append({"epochs": ran, "peak_learning_rate": peak, "seconds": round(time.monotonic() - began, 1),
+        cycles.append({"epochs": ran, "planned_epochs": epochs, "peak_learning_rate": peak,
+                       "seconds": round(time.monotonic() - began, 1),
                        "best_accuracy": best.best_score[0]})
         first, done = done, done + ran
         if best.stopped_by == "time_budget" or not another_cycle(
-            best_epoch=best.best_epoch, cycle_first=first, cycle_epochs=max_epochs,
+            best_epoch=best.best_epoch, cycle_first=first, cycle_epochs=epochs,
             best_accuracy=best.best_score[0], elapsed_s=time.monotonic() - start,
-            cycle_s=time.monotonic() - began, budget_s=cycle_budget_s, cycles=len(cycles), max_cycles=max_cycles,
+            cycle_s=(time.monotonic() - began) * next_length, budget_s=cycle_budget_s, cycles=len(cycles),
+            max_cycles=max_cycles,
         ):
             break
         log.info("ctc reader: still improving at epoch %d (best %d, selection accuracy %.4f); another cycle",
                  done, best.best_epoch + 1, best.best_score[0])
         best.restore()
-        peak /= 2
+        peak *= next_peak
+        epochs = max(1, round(epochs * next_length))
     seconds = time.monotonic() - start
     best.restore()
 
@@ -235,6 +248,8 @@ def train_ctc_reader(
             "cycles": cycles,
             "max_cycles": max_cycles,
             "cycle_budget_s": cycle_budget_s,
+            "next_length": next_length,
+            "next_peak": next_peak,
             "augmentation": augmentation,
         },
     }
@@ -250,8 +265,9 @@ def another_cycle(
         best_epoch: the best epoch so far (0-based, counted over all cycles).
         cycle_first, cycle_epochs: the ended cycle's first epoch (0-based) and its planned length.
         best_accuracy: the selection accuracy of the best epoch.
-        elapsed_s, cycle_s: seconds since training began, and the ended cycle's own.
-        budget_s: the next cycle must be expected (as long as this one) to end by then.
+        elapsed_s, cycle_s: seconds since training began, and what the next cycle is expected to
+            take (the ended cycle's own, times the next one's length over its).
+        budget_s: the next cycle must be expected to end by then.
         cycles, max_cycles: cycles run so far, and the most allowed.
     """
     if cycles >= max_cycles or best_accuracy >= 1.0:

@@ -370,26 +370,31 @@ def test_another_cycle(best_epoch: int, accuracy: float, elapsed: float, cycle_s
                          max_cycles=3) is expected
 
 
-def test_train_ctc_reader_cycles_follow_the_rule(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("next_length", "next_peak"), [(1.0, 0.5), (2.0, 1.0)])
+def test_train_ctc_reader_cycles_follow_the_rule(tmp_path: Path, next_length: float, next_peak: float) -> None:
     """Cycles as recorded in the entry: each after the first follows a cycle that
-    :func:`another_cycle` said to extend, at half its peak, and the epochs add up."""
+    :func:`another_cycle` said to extend, ``next_length`` times as long at ``next_peak`` times its
+    peak (by default as long, at half the peak), and the epochs add up."""
     train_grays, train_labels = _synthetic(24, seed=1)
     val_grays, val_labels = _synthetic(6, seed=2)
     entry = train_ctc_reader(
         train_grays, train_labels, val_grays, val_labels,
         charset=DIGITS, out_dir=tmp_path, max_epochs=2, batch_size=12, patience=5, height=16, max_cycles=3,
         cycle_budget_s=1e6, architecture={"conv_filters": (4, 8), "rnn_units": (8,), "dense_units": 8}, verbose=0,
+        **({} if next_length == 1.0 else {"next_length": next_length, "next_peak": next_peak}),
     )
     training = entry["training"]
     cycles = training["cycles"]
     assert 1 <= len(cycles) <= 3 and training["max_cycles"] == 3
+    assert (training["next_length"], training["next_peak"]) == (next_length, next_peak)
     assert sum(c["epochs"] for c in cycles) == training["epochs"]
-    assert [c["peak_learning_rate"] for c in cycles] == [3e-3 / 2**i for i in range(len(cycles))]
-    # Tiny data never reads every selection image right here, and a 2-epoch cycle ends "late"
-    # exactly when its second epoch is the best so far: a cycle stops the run only without that.
+    assert [c["peak_learning_rate"] for c in cycles] == [3e-3 * next_peak**i for i in range(len(cycles))]
+    assert [c["planned_epochs"] for c in cycles] == [round(2 * next_length**i) for i in range(len(cycles))]
+    # Tiny data never reads every selection image right here, and a 2- or 4-epoch cycle ends
+    # "late" exactly when its last epoch is the best so far: a cycle stops the run only without that.
     assert all(c["best_accuracy"] < 1.0 for c in cycles)
     if len(cycles) < 3:
-        assert training["best_epoch"] <= 2 * len(cycles) - 1
+        assert training["best_epoch"] <= training["epochs"] - 1
 
 
 def test_exact_and_cer() -> None:

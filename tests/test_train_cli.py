@@ -101,6 +101,9 @@ def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.Lo
                                  ("--glyph-reject-purity", "0", "--glyph-reject-purity must be above 0"),
                                  ("--glyph-reject-purity", "0.95", "at most 0.9"),
                                  ("--glyph-reject-purity", "nan", "--glyph-reject-purity must be above 0"),
+                                 ("--ctc-next-length", "0.5", "--ctc-next-length must be 1 to 8"),
+                                 ("--ctc-next-peak", "0", "--ctc-next-peak must be above 0"),
+                                 ("--ctc-next-peak", "nan", "--ctc-next-peak must be above 0"),
                                  ("--ctc-budget", "nan", "--ctc-budget must be a number of seconds")):
         assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), flag, value]) == 3
         assert message in caplog.text
