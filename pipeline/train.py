@@ -75,17 +75,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "about 3,000 updates, at most 60 epochs)")
     parser.add_argument("--ctc-cycles", type=int, default=None,
                         help="most CRNN cycles: a cycle still improving at its end is followed by another "
-                             "from its best weights at half the learning rate (default: the CTC trainer's own, "
-                             "3; 1: one cycle)")
+                             "from its best weights, by default twice as long at the same peak learning rate "
+                             "(default: the CTC trainer's own, 3; 1: one cycle)")
     parser.add_argument("--ctc-budget", type=float, default=None, metavar="SECONDS",
                         help="a further CRNN cycle starts only if it is expected to end within this many "
                              "seconds of the CRNN's start (default: the CTC trainer's own, 900)")
     parser.add_argument("--ctc-next-length", type=float, default=None, metavar="TIMES",
                         help="a further CRNN cycle's length over the one before, 1 to 8 (default: the CTC "
-                             "trainer's own, 1)")
+                             "trainer's own, 2)")
     parser.add_argument("--ctc-next-peak", type=float, default=None, metavar="TIMES",
                         help="a further CRNN cycle's peak learning rate over the one before, above 0 to 1 "
-                             "(default: the CTC trainer's own, 0.5)")
+                             "(default: the CTC trainer's own, 1)")
     parser.add_argument("--glyph-size", type=int, default=GlyphParams.size,
                         help="side of the glyph CNN's square input crops, pixels (default %(default)s)")
     parser.add_argument("--glyph-shade", action=argparse.BooleanOptionalAction, default=True,
