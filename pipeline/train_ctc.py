@@ -40,9 +40,9 @@ TARGET_STEPS = 3000
 CYCLE_BUDGET_S = 900.0
 #: Most learning-rate cycles of a default training run. A scheme made here
 #: (``bench/synthetic.py``: 37 characters, 6-7 a text) read 41 % after one 60-epoch cycle, still
-#: improving at its last epoch, 74 % after a second (``bench/results/synthetic.json``), and 90 %
-#: after a single one of 150 epochs; captcha_v2 and wp_rsc stop improving within their first
-#: cycle or read all their selection images right.
+#: improving at its last epoch, 74 % after a second as long (session 20, ``bench/HISTORY.md``),
+#: and 90 % after a single one of 150 epochs; captcha_v2 and wp_rsc stop improving within their
+#: first cycle or read all their selection images right.
 MAX_CYCLES = 3
 #: A cycle whose best epoch falls in its last quarter was still improving.
 LATE = 0.75
