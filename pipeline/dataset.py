@@ -91,14 +91,14 @@ def is_run_output(folder: Path) -> bool:
 
 def _without_outputs(root: Path, files: list[Path], skip: Sequence[str | Path]) -> list[Path]:
     """``files`` less those under ``skip`` (``root`` itself aside) or under a run output's debug/."""
-    skipped = {Path(s).resolve() for s in skip} - {root.resolve()}
+    skipped = {real for s in skip if (real := _real(Path(s))) is not None} - {_real(root)}
     verdict: dict[Path, bool] = {}  # per subfolder: is it (or a folder above it) left out?
 
     def left_out(folder: Path) -> bool:
         if folder == root:
             return False
         if folder not in verdict:
-            verdict[folder] = (left_out(folder.parent) or folder.resolve() in skipped
+            verdict[folder] = (left_out(folder.parent) or _real(folder) in skipped
                                or (folder.name == DEBUG_DIR and is_run_output(folder.parent)))
         return verdict[folder]
 
@@ -109,6 +109,14 @@ def _without_outputs(root: Path, files: list[Path], skip: Sequence[str | Path]) 
         log.info("left out %d images in %s: pipeline.run's own output, not CAPTCHAs",
                  len(files) - len(kept), ", ".join(tops))
     return kept
+
+
+def _real(path: Path) -> Path | None:
+    """``path`` with its links resolved; None where that fails (a link loop)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
 
 
 def label_from_stem(path: Path) -> str | None:

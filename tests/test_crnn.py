@@ -398,5 +398,13 @@ def test_train_ctc_reader_cycles_follow_the_rule(tmp_path: Path, next_length: fl
         assert training["best_epoch"] <= training["epochs"] - 1
 
 
+@pytest.mark.parametrize(("next_length", "next_peak"), [(0.5, 1.0), (9.0, 1.0), (2.0, 0.0), (2.0, 1.5)])
+def test_further_cycles_must_not_shrink_or_rise(tmp_path: Path, next_length: float, next_peak: float) -> None:
+    grays, labels = _synthetic(2, seed=1)
+    with pytest.raises(ValueError, match="a further cycle needs"):
+        train_ctc_reader(grays, labels, grays, labels, charset=DIGITS, out_dir=tmp_path, next_length=next_length,
+                         next_peak=next_peak, verbose=0)
+
+
 def test_exact_and_cer() -> None:
     assert exact_and_cer(["abc", "abd", ""], ["abc", "abc", "ab"]) == (pytest.approx(1 / 3), pytest.approx(3 / 8))
