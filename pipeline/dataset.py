@@ -20,8 +20,10 @@ import numpy as np
 from pipeline.load import IMAGE_SUFFIXES
 
 LABELS_CSV = "labels.csv"
-#: How ``pipeline.run``'s predictions.csv begins: a folder holding one is a run's output.
-RUN_OUTPUT_HEADER = "file,prediction,route,"
+#: The first columns of ``pipeline.run``'s predictions.csv (``run.COLUMNS`` begins with them): a
+#: folder holding a predictions.csv whose header begins so is a run's output.
+RUN_OUTPUT_COLUMNS = ("file", "prediction", "route")
+RUN_OUTPUT_HEADER = ",".join(RUN_OUTPUT_COLUMNS) + ","
 #: The subfolder of a run's output that holds its stage images.
 DEBUG_DIR = "debug"
 

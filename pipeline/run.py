@@ -29,7 +29,7 @@ from typing import IO, Any
 from pipeline.batches import default_jobs, iter_prepared, start_workers, uses_workers
 from pipeline.bundle import DEFAULT_MODEL, BundleError, load_bundle, quiet_tensorflow
 from pipeline.config import StageParams
-from pipeline.dataset import DEBUG_DIR, FolderError, Item, list_images, plausible_labels
+from pipeline.dataset import DEBUG_DIR, RUN_OUTPUT_COLUMNS, FolderError, Item, list_images, plausible_labels
 from pipeline.glyph_cnn import PRECISIONS
 from pipeline.lite import ENGINES
 from pipeline.recognize import MODES, UNSURE, Trace, recognize
@@ -37,7 +37,7 @@ from pipeline.recognize import MODES, UNSURE, Trace, recognize
 log = logging.getLogger("pipeline.run")
 
 COLUMNS = (
-    "file", "prediction", "route", "reason", "confidence", "char_confidences", "label", "correct",
+    *RUN_OUTPUT_COLUMNS, "reason", "confidence", "char_confidences", "label", "correct",
     "segment_prediction", "segment_confidence", "ctc_prediction", "ctc_confidence",
 )
 
