@@ -86,6 +86,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ctc-next-peak", type=float, default=None, metavar="TIMES",
                         help="a further CRNN cycle's peak learning rate over the one before, above 0 to 1 "
                              "(default: the CTC trainer's own, 1)")
+    parser.add_argument("--ctc-patience", type=int, default=None, metavar="EPOCHS",
+                        help="epochs without a better CRNN selection score before a cycle stops, the same "
+                             "for every cycle (default: the CTC trainer's own, a third of the first cycle's "
+                             "epochs, at least 3)")
     parser.add_argument("--glyph-size", type=int, default=GlyphParams.size,
                         help="side of the glyph CNN's square input crops, pixels (default %(default)s)")
     parser.add_argument("--glyph-shade", action=argparse.BooleanOptionalAction, default=True,
@@ -160,7 +164,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
     if not 0.0 < args.glyph_reject_purity <= NEAR_PURITY:
         raise ValueError(f"--glyph-reject-purity must be above 0 and at most {NEAR_PURITY:g}, "
                          f"got {args.glyph_reject_purity}")
-    for flag, count in (("--ctc-epochs", args.ctc_epochs), ("--ctc-cycles", args.ctc_cycles)):
+    for flag, count in (("--ctc-epochs", args.ctc_epochs), ("--ctc-cycles", args.ctc_cycles),
+                        ("--ctc-patience", args.ctc_patience)):
         if count is not None and count < 1:
             raise ValueError(f"{flag} must be at least 1, got {count}")
     if args.ctc_next_length is not None and not 1.0 <= args.ctc_next_length <= 8.0:
@@ -254,7 +259,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         from pipeline.train_ctc import train_ctc_reader
 
         given = {"max_epochs": args.ctc_epochs, "max_cycles": args.ctc_cycles, "cycle_budget_s": args.ctc_budget,
-                 "next_length": args.ctc_next_length, "next_peak": args.ctc_next_peak}
+                 "next_length": args.ctc_next_length, "next_peak": args.ctc_next_peak, "patience": args.ctc_patience}
         extra = {name: value for name, value in given.items() if value is not None}
         readers["ctc"] = train_ctc_reader([p.planes()[0] for p in train_set[0]], train_set[1],
                                           [p.planes()[0] for p in sel_set[0]], sel_set[1],

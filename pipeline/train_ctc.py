@@ -115,7 +115,10 @@ def train_ctc_reader(
         patience: epochs without a better validation score before stopping (None: a third
             of ``max_epochs``, at least 3). The score is whole-text validation accuracy, ties
             broken by validation loss; the best weights are restored either way. A later cycle
-            counts them from its own first epoch at the earliest.
+            counts them from its own first epoch at the earliest, with the same patience: a
+            third of the later cycle's own length instead changed nothing on three samples of
+            ``bench/synthetic.py``'s scheme, where its second cycles' best epochs came 71-77
+            epochs in (``bench/HISTORY.md``, *The CRNN's budget*, session 28).
         time_budget_s: stop after the first epoch that ends past this many seconds.
         max_cycles, cycle_budget_s: a cycle that was still improving at its end (its best epoch
             in its last quarter, the selection images not all read right) is followed by another
@@ -175,6 +178,8 @@ def train_ctc_reader(
         max_epochs = int(np.clip(math.ceil(TARGET_STEPS / steps_per_epoch), 6, 60))
     if patience is None:
         patience = max(3, max_epochs // 3)
+    elif patience < 1:
+        raise ValueError(f"patience must be at least 1 epoch, got {patience}")
     augmentation = dict(AUGMENTATION) if augment else {}
     batches = _AugmentedBatches(x_train, y_train, batch_size=batch_size, rng=rng, augmentation=augmentation)
     best = _BestOnValidation(

@@ -398,6 +398,12 @@ def test_train_ctc_reader_cycles_follow_the_rule(tmp_path: Path, next_length: fl
         assert training["best_epoch"] <= training["epochs"] - 1
 
 
+def test_patience_must_be_an_epoch_or_more(tmp_path: Path) -> None:
+    grays, labels = _synthetic(2, seed=1)
+    with pytest.raises(ValueError, match="patience must be at least 1 epoch, got 0"):
+        train_ctc_reader(grays, labels, grays, labels, charset=DIGITS, out_dir=tmp_path, patience=0, verbose=0)
+
+
 @pytest.mark.parametrize(("next_length", "next_peak"), [(0.5, 1.0), (9.0, 1.0), (2.0, 0.0), (2.0, 1.5)])
 def test_further_cycles_must_not_shrink_or_rise(tmp_path: Path, next_length: float, next_peak: float) -> None:
     grays, labels = _synthetic(2, seed=1)

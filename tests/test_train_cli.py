@@ -35,7 +35,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
                        "--ctc-epochs", "1", "--seed", "3", "--glyph-size", "16", "--glyph-members", "2",
                        "--glyph-label-smoothing", "0.1", "--glyph-strike", "0.5", "--glyph-filters", "8", "12", "16",
                        "--glyph-weight-decay", "0.05", "--glyph-rejects", "1", "--glyph-reject-purity", "0.85",
-                       "--param", "clean.speck_ratio=0.02"])
+                       "--ctc-patience", "4", "--param", "clean.speck_ratio=0.02"])
     assert code == 0
     bundle = load_bundle(bundle_dir)
     manifest = bundle.manifest
@@ -60,6 +60,7 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     assert manifest["readers"]["glyph"]["training"]["label_smoothing"] == 0.1
     assert manifest["readers"]["glyph"]["training"]["strike"] == 0.5
     assert manifest["readers"]["glyph"]["training"]["weight_decay"] == 0.05
+    assert manifest["readers"]["ctc"]["training"]["patience"] == 4  # the trainer's own is max(3, epochs // 3)
     # One reject crop per glyph crop: 4 characters an image, so at most 4 rejects an image (1.5: 6).
     training = manifest["readers"]["glyph"]["training"]
     assert training["rejects_per_glyph"] == 1.0 and training["reject_crops"] <= 4 * training["images_used"]
@@ -91,6 +92,7 @@ def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.Lo
     assert "--select-fraction must be between 0 and 1" in caplog.text
     for flag, value, message in (("--ctc-epochs", "0", "--ctc-epochs must be at least 1"),
                                  ("--ctc-cycles", "0", "--ctc-cycles must be at least 1"),
+                                 ("--ctc-patience", "0", "--ctc-patience must be at least 1"),
                                  ("--glyph-strike", "1.5", "--glyph-strike must be between 0 and 1"),
                                  ("--glyph-strike", "nan", "--glyph-strike must be between 0 and 1"),
                                  ("--glyph-weight-decay", "-0.1", "--glyph-weight-decay must be at least 0"),
