@@ -191,17 +191,24 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def _composite(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Blend a grey image over a background that contrasts with its opaque content.
+    """Blend a grey image over the background its transparent pixels stand for.
 
-    A transparent background must read as background: dark content is laid on white, light
-    content (white text on a transparent page) on black, so the ink keeps its contrast.
+    Transparent pixels are background, never ink. Where most of the image is opaque, the opaque
+    pixels hold a page (transparent corners or margins around it), and the transparent ones take
+    the page's level: the median of the opaque pixels, which the page outnumbers the text in.
+    Where most of it is transparent, the opaque pixels are the text itself (a transparent page),
+    laid on the level that contrasts with it: dark text on white, light text on black.
     """
     if alpha.min() == 255:
         return np.ascontiguousarray(grey)
     weight = alpha.astype(np.float32) / 255.0
     opaque = weight > 0.5
-    content_mean = float(grey[opaque].mean()) if opaque.any() else 0.0
-    background = 255.0 if content_mean < 128 else 0.0
+    n_opaque = int(np.count_nonzero(opaque))
+    level = float(np.median(grey[opaque])) if n_opaque else 0.0
+    if 2 * n_opaque > opaque.size:
+        background = level  # a page with transparent corners or margins
+    else:
+        background = 255.0 if level < 128 else 0.0  # text on a transparent page
     blended = grey.astype(np.float32) * weight + background * (1.0 - weight)
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import pipeline.load as load_module
+from pipeline.binarize import binarize
 from pipeline.load import LoadError, fit_height, load_gray
 
 
@@ -58,6 +59,40 @@ def test_light_ink_on_transparent_is_laid_on_black():
     arr[3:7, 5:15] = (255, 255, 255, 255)
     gray = load_gray(encode(Image.fromarray(arr, "RGBA")))
     assert gray[0, 0] == 0 and gray[5, 10] == 255
+
+
+def _page_with_transparent_edges(page: int, ink: int, edges: str) -> np.ndarray:
+    """A 30x60 RGBA page of grey ``page`` with an ``ink`` bar, and transparent black pixels:
+    its four corners (rounded corners) or its first and last 6 columns (margins)."""
+    arr = np.zeros((30, 60, 4), np.uint8)
+    arr[..., :3], arr[..., 3] = page, 255
+    arr[10:20, 20:40, :3] = ink
+    if edges == "corners":
+        for rows in (slice(0, 5), slice(-5, None)):
+            for cols in (slice(0, 5), slice(-5, None)):
+                arr[rows, cols] = 0
+    else:
+        arr[:, :6] = arr[:, -6:] = 0
+    return arr
+
+
+# page level, ink level, where the page is transparent
+PAGE_CASES = [
+    (230, 30, "corners"),  # a light page with rounded corners: they are page, not dark ink
+    (230, 30, "margins"),
+    (40, 220, "corners"),  # a dark page with light text: its transparent edges are dark page
+    (40, 220, "margins"),
+]
+
+
+@pytest.mark.parametrize(("page", "ink", "edges"), PAGE_CASES)
+def test_transparent_edges_of_an_opaque_page_are_page(page: int, ink: int, edges: str):
+    arr = _page_with_transparent_edges(page, ink, edges)
+    gray = load_gray(encode(Image.fromarray(arr, "RGBA")))
+    assert gray[0, 0] == gray[-1, -1] == gray[15, 10] == page  # the transparent edges read as the page
+    assert gray[15, 30] == ink
+    mask = binarize(gray, smooth=1)
+    assert mask.sum() == 10 * 20 and mask[10:20, 20:40].all()  # the bar is the only ink
 
 
 @pytest.mark.parametrize(
