@@ -1,6 +1,6 @@
 """Train and read a scheme unlike the shipped ones, made here: does nothing assume their numbers?
 
-    python bench/synthetic.py [--images 900] [--seed 0] [--keep DIR] [-- TRAIN_ARGS]
+    python bench/synthetic.py [--scheme lines|night] [--images 900] [--seed 0] [--keep DIR] [-- TRAIN_ARGS]
 
 Makes a seeded labelled folder (``labels.csv``) of a scheme that differs from both shipped ones
 in every way the pipeline must not assume: 64x240 RGB, 6 or 7 characters of 37 in mixed case
@@ -14,6 +14,11 @@ validation files (never trained on). Writes ``bench/results/synthetic.json``: th
 training times, and the command. About 15 minutes on the 2-core machine. Arguments after ``--``
 go to ``pipeline.train`` (``-- --ctc-epochs 150``), and the results then to
 ``synthetic_<those arguments>.json``; another ``--seed`` to ``synthetic_seed_<N>[_<arguments>].json``.
+
+``--scheme night`` makes another scheme, unlike both shipped ones and the one above: 40x170
+RGBA, light text of one random colour on a dark noisy page whose four corners are rounded off
+(transparent), 4 to 6 characters of 32 (upper case and digits, ``NIGHT_CHARSET``), two Hershey
+fonts, coloured speckles, no line. Its results go to ``synthetic_night[_...].json``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from common import RESULTS, ROOT, file_tag, split_train_args
 CHARSET = "ACDEFHKMNPRTUVWXYabdefhkmnprtuy345678"
 FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX)
 HEIGHT, WIDTH = 64, 240
+NIGHT_CHARSET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+NIGHT_HEIGHT, NIGHT_WIDTH, NIGHT_CORNER = 40, 170, 7
 
 
 def make_image(text: str, rng: np.random.Generator) -> np.ndarray:
@@ -67,15 +74,46 @@ def make_image(text: str, rng: np.random.Generator) -> np.ndarray:
     return image
 
 
-def make_scheme(folder: Path, count: int, seed: int) -> None:
+def make_night_image(text: str, rng: np.random.Generator) -> np.ndarray:
+    """One BGRA uint8 (NIGHT_HEIGHT, NIGHT_WIDTH, 4) CAPTCHA of ``text`` (``--scheme night``)."""
+    h, w = NIGHT_HEIGHT, NIGHT_WIDTH
+    page = rng.integers(10, 70, 3).astype(np.float64)
+    image = np.clip(page + rng.normal(0.0, 8.0, (h, w, 3)), 0, 255).astype(np.uint8)
+    ink = tuple(int(v) for v in rng.integers(170, 256, 3))
+    font = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX)[int(rng.integers(0, 2))]
+    x = 10 + int(rng.integers(0, 8))
+    for char in text:
+        scale = float(rng.uniform(0.7, 0.85))
+        (width, _), _ = cv2.getTextSize(char, font, scale, 2)
+        cv2.putText(image, char, (x, 30 + int(rng.integers(-3, 4))), font, scale, ink, 2, cv2.LINE_AA)
+        x += width + int(rng.integers(-2, 3))
+    for _ in range(30):
+        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
+        cv2.circle(image, (int(rng.integers(0, w)), int(rng.integers(0, h))), 1, colour, -1)
+    # Rounded corners: transparent (alpha 0, black) further than NIGHT_CORNER pixels from the
+    # rectangle inset by that much.
+    r = NIGHT_CORNER
+    yy, xx = np.mgrid[0:h, 0:w]
+    far = (yy - np.clip(yy, r, h - 1 - r)) ** 2 + (xx - np.clip(xx, r, w - 1 - r)) ** 2 > r**2
+    alpha = np.where(far, 0, 255).astype(np.uint8)
+    image[alpha == 0] = 0
+    return np.dstack([image, alpha])
+
+
+#: Per scheme: its characters, the lengths its texts are drawn from [low, high), and its maker.
+SCHEMES = {"lines": (CHARSET, (6, 8), make_image), "night": (NIGHT_CHARSET, (4, 7), make_night_image)}
+
+
+def make_scheme(folder: Path, count: int, seed: int, scheme: str = "lines") -> None:
     """``count`` numbered PNGs and their ``labels.csv`` in ``folder``."""
+    charset, (low, high), make = SCHEMES[scheme]
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(count):
-        text = "".join(rng.choice(list(CHARSET), size=int(rng.integers(6, 8))))
+        text = "".join(rng.choice(list(charset), size=int(rng.integers(low, high))))
         name = f"{i:04d}.png"
-        if not cv2.imwrite(str(folder / name), make_image(text, rng)):
+        if not cv2.imwrite(str(folder / name), make(text, rng)):
             raise SystemExit(f"cannot write {folder / name}")
         rows.append((name, text))
     with (folder / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
@@ -92,6 +130,8 @@ def _run(args: list[str]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scheme", choices=sorted(SCHEMES), default="lines",
+                        help="which scheme to make (default %(default)s; see the module's docstring)")
     parser.add_argument("--images", type=int, default=900)
     parser.add_argument("--seed", type=int, default=0, help="seed of the images (training uses --seed 1)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the images, bundle and run outputs here")
@@ -99,11 +139,12 @@ def main() -> int:
     own, extra = split_train_args(argv)
     args = parser.parse_args(own)
     # Another seed of images is another sample of the scheme: its own file, beside seed 0's.
-    tag = file_tag((["seed", str(args.seed)] if args.seed != 0 else []) + extra)
+    tag = file_tag((["night"] if args.scheme == "night" else []) + (["seed", str(args.seed)] if args.seed != 0 else [])
+                   + extra)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         images, bundle = work / "images", work / "bundle"
-        make_scheme(images, args.images, args.seed)
+        make_scheme(images, args.images, args.seed, args.scheme)
         started = time.perf_counter()
         _run(["pipeline.train", str(images), "--out", str(bundle), "--seed", "1", *extra])
         train_seconds = time.perf_counter() - started
@@ -136,8 +177,9 @@ def main() -> int:
     result = {
         "command": "python bench/synthetic.py " + " ".join(argv),
         "train_args": extra,
-        "scheme": {"images": args.images, "seed": args.seed, "size": [HEIGHT, WIDTH], "charset": CHARSET,
-                   "lengths": manifest["lengths"]},
+        "scheme": {"name": args.scheme, "images": args.images, "seed": args.seed,
+                   "size": [NIGHT_HEIGHT, NIGHT_WIDTH] if args.scheme == "night" else [HEIGHT, WIDTH],
+                   "charset": SCHEMES[args.scheme][0], "lengths": manifest["lengths"]},
         "validation_images": len(rows),
         "routing": manifest.get("routing"),
         "training_seconds": {"command": round(train_seconds, 1),
@@ -154,7 +196,7 @@ def main() -> int:
     (RESULTS / f"synthetic{'_' + tag if tag else ''}.json").write_text(json.dumps(result, indent=1) + "\n",
                                                                        encoding="utf-8")
     routes = figures[modes[-1]]["routes"]
-    print(f"synthetic scheme, {len(rows)} validation images: "
+    print(f"synthetic scheme {args.scheme!r}, {len(rows)} validation images: "
           + ", ".join(f"{name} {r['accuracy']:.2%}" for name, r in routes.items())
           + f" (routing: {manifest.get('routing')})")
     return 0
