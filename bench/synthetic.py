@@ -1,6 +1,6 @@
 """Train and read a scheme unlike the shipped ones, made here: does nothing assume their numbers?
 
-    python bench/synthetic.py [--scheme lines|night] [--images 900] [--seed 0] [--keep DIR] [-- TRAIN_ARGS]
+    python bench/synthetic.py [--scheme lines|night|colours] [--images 900] [--seed 0] [--keep DIR] [-- TRAIN_ARGS]
 
 Makes a seeded labelled folder (``labels.csv``) of a scheme that differs from both shipped ones
 in every way the pipeline must not assume: 64x240 RGB, 6 or 7 characters of 37 in mixed case
@@ -19,6 +19,11 @@ go to ``pipeline.train`` (``-- --ctc-epochs 150``), and the results then to
 RGBA, light text of one random colour on a dark noisy page whose four corners are rounded off
 (transparent), 4 to 6 characters of 32 (upper case and digits, ``NIGHT_CHARSET``), two Hershey
 fonts, coloured speckles, no line. Its results go to ``synthetic_night[_...].json``.
+
+``--scheme colours``: 50x180 RGB, 5 characters of 28 (lower case and digits,
+``COLOURS_CHARSET``), each letter of its own random colour at least 150 RGB levels from the
+page's (a random colour, light or dark), so that some letters are as bright as the page and
+differ from it in hue only; coloured speckles, no line. Results: ``synthetic_colours[_...].json``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COM
 HEIGHT, WIDTH = 64, 240
 NIGHT_CHARSET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 NIGHT_HEIGHT, NIGHT_WIDTH, NIGHT_CORNER = 40, 170, 7
+COLOURS_CHARSET = "abcdefghkmnpqrstuvwxyz234578"
+COLOURS_HEIGHT, COLOURS_WIDTH = 50, 180
 
 
 def make_image(text: str, rng: np.random.Generator) -> np.ndarray:
@@ -100,8 +107,34 @@ def make_night_image(text: str, rng: np.random.Generator) -> np.ndarray:
     return np.dstack([image, alpha])
 
 
+def make_colours_image(text: str, rng: np.random.Generator) -> np.ndarray:
+    """One BGR uint8 (COLOURS_HEIGHT, COLOURS_WIDTH, 3) CAPTCHA of ``text`` (``--scheme colours``)."""
+    h, w = COLOURS_HEIGHT, COLOURS_WIDTH
+    page = rng.integers(0, 256, 3).astype(np.float64)
+    image = np.clip(page + rng.normal(0.0, 6.0, (h, w, 3)), 0, 255).astype(np.uint8)
+    font = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_COMPLEX)[int(rng.integers(0, 2))]
+    x = 8 + int(rng.integers(0, 10))
+    for char in text:
+        while True:  # a colour a reader can see: far enough from the page's, in any direction
+            ink = rng.integers(0, 256, 3).astype(np.float64)
+            if np.linalg.norm(ink - page) >= 150.0:
+                break
+        scale = float(rng.uniform(0.9, 1.1))
+        (width, _), _ = cv2.getTextSize(char, font, scale, 2)
+        cv2.putText(image, char, (x, 35 + int(rng.integers(-4, 5))), font, scale,
+                    tuple(float(v) for v in ink), 2, cv2.LINE_AA)
+        x += width + int(rng.integers(0, 5))
+    for _ in range(25):
+        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
+        cv2.circle(image, (int(rng.integers(0, w)), int(rng.integers(0, h))), 1, colour, -1)
+    return image
+
+
 #: Per scheme: its characters, the lengths its texts are drawn from [low, high), and its maker.
-SCHEMES = {"lines": (CHARSET, (6, 8), make_image), "night": (NIGHT_CHARSET, (4, 7), make_night_image)}
+SCHEMES = {"lines": (CHARSET, (6, 8), make_image), "night": (NIGHT_CHARSET, (4, 7), make_night_image),
+           "colours": (COLOURS_CHARSET, (5, 6), make_colours_image)}
+#: Per scheme: its images' (height, width).
+SIZES = {"lines": (HEIGHT, WIDTH), "night": (NIGHT_HEIGHT, NIGHT_WIDTH), "colours": (COLOURS_HEIGHT, COLOURS_WIDTH)}
 
 
 def make_scheme(folder: Path, count: int, seed: int, scheme: str = "lines") -> None:
@@ -139,8 +172,8 @@ def main() -> int:
     own, extra = split_train_args(argv)
     args = parser.parse_args(own)
     # Another seed of images is another sample of the scheme: its own file, beside seed 0's.
-    tag = file_tag((["night"] if args.scheme == "night" else []) + (["seed", str(args.seed)] if args.seed != 0 else [])
-                   + extra)
+    scheme = [args.scheme] if args.scheme != "lines" else []
+    tag = file_tag(scheme + (["seed", str(args.seed)] if args.seed != 0 else []) + extra)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         images, bundle = work / "images", work / "bundle"
@@ -178,7 +211,7 @@ def main() -> int:
         "command": "python bench/synthetic.py " + " ".join(argv),
         "train_args": extra,
         "scheme": {"name": args.scheme, "images": args.images, "seed": args.seed,
-                   "size": [NIGHT_HEIGHT, NIGHT_WIDTH] if args.scheme == "night" else [HEIGHT, WIDTH],
+                   "size": list(SIZES[args.scheme]),
                    "charset": SCHEMES[args.scheme][0], "lengths": manifest["lengths"]},
         "validation_images": len(rows),
         "routing": manifest.get("routing"),
