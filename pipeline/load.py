@@ -116,8 +116,9 @@ def _plain_png(data: bytes, max_pixels: int) -> np.ndarray | None:
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.shape[:2] != (height, width) or decoded.dtype != np.uint8:
         return None
-    grey = np.asarray(cv2.cvtColor(decoded, _PLAIN_PNG_TYPES[colour]), dtype=np.uint8)
-    return grey if colour == 2 else _composite(grey, decoded[..., 3])
+    alpha = None if colour == 2 else decoded[..., 3]
+    grey = _grey_levels(decoded, _PLAIN_PNG_TYPES[colour], alpha)
+    return grey if alpha is None else _composite(grey, alpha)
 
 
 def fit_height(gray: np.ndarray, height: int) -> np.ndarray:
@@ -174,20 +175,54 @@ def _to_gray(img: Image.Image) -> np.ndarray:
     if mode == "L":
         return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
     if mode == "RGB":
-        return _luma(np.asarray(img, dtype=np.uint8))
+        return _grey_levels(np.asarray(img, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
     if mode in ("RGBA", "LA"):
         arr = np.asarray(img, dtype=np.uint8)
-        grey = _luma(arr) if mode == "RGBA" else arr[..., 0]
         alpha = arr[..., -1]
+        grey = _grey_levels(arr, cv2.COLOR_RGBA2GRAY, alpha) if mode == "RGBA" else arr[..., 0]
         return _composite(grey, alpha)
     raise LoadError(f"unsupported image mode {mode!r}")
 
 
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B) of an (H, W, 3) RGB or (H, W, 4) RGBA uint8
-    image (alpha ignored), as uint8."""
-    code = cv2.COLOR_RGBA2GRAY if rgb.shape[-1] == 4 else cv2.COLOR_RGB2GRAY
-    return np.asarray(cv2.cvtColor(np.ascontiguousarray(rgb), code), dtype=np.uint8)
+#: Mean chroma (per pixel, its largest channel minus its smallest, 0-255) from which an image's
+#: grey levels are its colours' distances from its page's colour rather than its luma.
+COLOURFUL = 8.0
+
+
+def _grey_levels(pixels: np.ndarray, luma_code: int, alpha: np.ndarray | None = None) -> np.ndarray:
+    """Grey levels of an 8-bit colour image (H, W, 3 or 4, in the channel order ``luma_code``
+    converts from; a fourth channel is ignored here): uint8 (H, W).
+
+    An image without colour (a mean chroma under :data:`COLOURFUL`: grey pixels, or a grey
+    image's JPEG noise) gives its ITU-R 601 luma, as every grey scheme always has. A coloured one
+    gives each pixel's distance, in RGB, from the page's colour (the median of each channel: the
+    page outnumbers the text), the page light and the farthest colour black. Luma alone reads a
+    red, a green and a grey of one brightness as one level, so a letter whose colour differs from
+    the page's in hue more than in brightness would vanish at the threshold; its distance does not.
+    Where ``alpha`` shows that most of the image is transparent, the opaque pixels are the text
+    itself, with no page to measure from: luma, laid on a contrasting level by :func:`_composite`.
+    """
+    luma = np.asarray(cv2.cvtColor(np.ascontiguousarray(pixels), luma_code), dtype=np.uint8)
+    # RGB order whatever the decoder's (OpenCV's is BGR), so that both decoders' sums of squares
+    # run in one order and give the same levels to the bit.
+    colours = pixels[..., 2::-1] if luma_code in (cv2.COLOR_BGR2GRAY, cv2.COLOR_BGRA2GRAY) else pixels[..., :3]
+    opaque = None if alpha is None or cv2.minMaxLoc(alpha)[0] == 255 else alpha > 127
+    if opaque is not None and 2 * int(np.count_nonzero(opaque)) <= opaque.size:
+        return luma
+    # The chroma's mean over the image, by OpenCV on the decoder's planes (their order does not
+    # matter here): some 20 microseconds for a CAPTCHA.
+    planes = cv2.split(np.ascontiguousarray(pixels))
+    spread = cv2.max(cv2.max(cv2.absdiff(planes[0], planes[1]), cv2.absdiff(planes[1], planes[2])),
+                     cv2.absdiff(planes[0], planes[2]))
+    if cv2.mean(spread)[0] < COLOURFUL:
+        return luma
+    samples = colours[opaque] if opaque is not None else colours.reshape(-1, 3)
+    page = np.median(samples, axis=0).astype(np.float32)
+    distance = np.sqrt(np.square(colours.astype(np.float32) - page).sum(axis=-1))
+    far = float(distance[opaque].max() if opaque is not None else distance.max())  # a transparent colour is no ink
+    if far <= 0.0:
+        return luma
+    return np.clip(255.0 - distance * (255.0 / far) + 0.5, 0, 255).astype(np.uint8)
 
 
 def _composite(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:

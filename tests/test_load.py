@@ -29,14 +29,46 @@ def dark_text_rgba(transparent_background: bool) -> Image.Image:
     return Image.fromarray(arr, "RGBA")
 
 
-def test_rgb_gives_luma():
+def test_grey_rgb_gives_luma():
     arr = np.zeros((2, 3, 3), np.uint8)
-    arr[0, 0] = (255, 0, 0)
+    arr[0, 0] = (90, 80, 80)  # a chroma of 10 on one pixel of six: a mean under COLOURFUL
     arr[1, 2] = (255, 255, 255)
     gray = load_gray(encode(Image.fromarray(arr, "RGB")))
     assert gray.dtype == np.uint8 and gray.shape == (2, 3)
-    assert gray[0, 0] == 76  # 0.299 * 255
+    assert gray[0, 0] == 83  # 0.299 * 90 + 0.701 * 80, rounded
     assert gray[1, 2] == 255 and gray[0, 1] == 0
+
+
+def _letters_of_many_colours(page: tuple[int, int, int], fmt: str = "PNG") -> tuple[bytes, list[np.ndarray]]:
+    """A 30x100 image of four bars ("letters") on a ``page`` colour: two nearly black, two of a
+    colour as bright as the page (the same luma within a level or two) but of another hue; and
+    the bars' masks."""
+    arr = np.zeros((30, 100, 3), np.uint8)
+    arr[:] = page
+    luma = 0.299 * page[0] + 0.587 * page[1] + 0.114 * page[2]
+    # A red-shifted and a blue-shifted colour of the page's luma.
+    inks = [(20, 20, 20), (int(min(255, page[0] + 90)), int(round((luma - 0.299 * min(255, page[0] + 90)
+                                                                         - 0.114 * page[2]) / 0.587)), page[2]),
+            (25, 15, 30), (page[0], int(round((luma - 0.299 * page[0] - 0.114 * min(255, page[2] + 120)) / 0.587)),
+                           int(min(255, page[2] + 120)))]
+    masks = []
+    for k, ink in enumerate(inks):
+        mask = np.zeros((30, 100), bool)
+        mask[6:24, 10 + 22 * k : 20 + 22 * k] = True
+        arr[mask] = ink
+        masks.append(mask)
+    return encode(Image.fromarray(arr, "RGB"), fmt), masks
+
+
+@pytest.mark.parametrize("page", [(150, 150, 150), (120, 160, 140), (90, 110, 100)])
+def test_letters_of_another_hue_but_the_same_brightness_are_ink(page: tuple[int, int, int]):
+    data, masks = _letters_of_many_colours(page)
+    gray = load_gray(data)
+    mask = binarize(gray, smooth=1)
+    for letter in masks:
+        assert mask[letter].mean() > 0.95  # every letter is ink, the isoluminant ones too
+    assert not mask[~np.any(masks, axis=0)].any()  # and the page is not
+    assert gray[0, 0] == 255  # the page is the lightest level
 
 
 def test_opaque_rgba_gives_the_luma_of_its_rgb():
@@ -61,7 +93,8 @@ def test_light_ink_on_transparent_is_laid_on_black():
     assert gray[0, 0] == 0 and gray[5, 10] == 255
 
 
-def _page_with_transparent_edges(page: int, ink: int, edges: str) -> np.ndarray:
+def _page_with_transparent_edges(page: int | tuple[int, int, int], ink: int | tuple[int, int, int],
+                                 edges: str) -> np.ndarray:
     """A 30x60 RGBA page of grey ``page`` with an ``ink`` bar, and transparent black pixels:
     its four corners (rounded corners) or its first and last 6 columns (margins)."""
     arr = np.zeros((30, 60, 4), np.uint8)
@@ -82,15 +115,19 @@ PAGE_CASES = [
     (230, 30, "margins"),
     (40, 220, "corners"),  # a dark page with light text: its transparent edges are dark page
     (40, 220, "margins"),
+    ((200, 120, 60), (40, 60, 200), "corners"),  # coloured: distances from the page, the page at 255
+    ((30, 60, 40), (200, 200, 90), "margins"),
 ]
 
 
 @pytest.mark.parametrize(("page", "ink", "edges"), PAGE_CASES)
-def test_transparent_edges_of_an_opaque_page_are_page(page: int, ink: int, edges: str):
+def test_transparent_edges_of_an_opaque_page_are_page(page: int | tuple[int, int, int],
+                                                      ink: int | tuple[int, int, int], edges: str):
     arr = _page_with_transparent_edges(page, ink, edges)
     gray = load_gray(encode(Image.fromarray(arr, "RGBA")))
-    assert gray[0, 0] == gray[-1, -1] == gray[15, 10] == page  # the transparent edges read as the page
-    assert gray[15, 30] == ink
+    page_level, ink_level = (page, ink) if isinstance(page, int) else (255, 0)
+    assert gray[0, 0] == gray[-1, -1] == gray[15, 10] == page_level  # the transparent edges read as the page
+    assert gray[15, 30] == ink_level
     mask = binarize(gray, smooth=1)
     assert mask.sum() == 10 * 20 and mask[10:20, 20:40].all()  # the bar is the only ink
 
