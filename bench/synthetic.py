@@ -1,6 +1,7 @@
 """Train and read a scheme unlike the shipped ones, made here: does nothing assume their numbers?
 
-    python bench/synthetic.py [--scheme lines|night|colours] [--images 900] [--seed 0] [--keep DIR] [-- TRAIN_ARGS]
+    python bench/synthetic.py [--scheme lines|night|colours|framed] [--images 900] [--seed 0] [--keep DIR]
+                              [-- TRAIN_ARGS]
 
 Makes a seeded labelled folder (``labels.csv``) of a scheme that differs from both shipped ones
 in every way the pipeline must not assume: 64x240 RGB, 6 or 7 characters of 37 in mixed case
@@ -24,6 +25,9 @@ fonts, coloured speckles, no line. Its results go to ``synthetic_night[_...].jso
 ``COLOURS_CHARSET``), each letter of its own random colour at least 150 RGB levels from the
 page's (a random colour, light or dark), so that some letters are as bright as the page and
 differ from it in hue only; coloured speckles, no line. Results: ``synthetic_colours[_...].json``.
+
+``--scheme framed``: the colours scheme's size, letters and fonts, in dark grey on a light noisy
+page, inside a 2-pixel frame drawn around the image's edges. Results: ``synthetic_framed[_...].json``.
 """
 
 from __future__ import annotations
@@ -130,11 +134,28 @@ def make_colours_image(text: str, rng: np.random.Generator) -> np.ndarray:
     return image
 
 
+def make_framed_image(text: str, rng: np.random.Generator) -> np.ndarray:
+    """One BGR uint8 (COLOURS_HEIGHT, COLOURS_WIDTH, 3) CAPTCHA of ``text`` (``--scheme framed``)."""
+    h, w = COLOURS_HEIGHT, COLOURS_WIDTH
+    image = np.clip(235.0 + rng.normal(0.0, 6.0, (h, w, 3)), 0, 255).astype(np.uint8)
+    font = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_COMPLEX)[int(rng.integers(0, 2))]
+    x = 12 + int(rng.integers(0, 10))
+    for char in text:
+        scale = float(rng.uniform(0.9, 1.1))
+        (width, _), _ = cv2.getTextSize(char, font, scale, 2)
+        cv2.putText(image, char, (x, 35 + int(rng.integers(-4, 5))), font, scale, (40, 40, 40), 2, cv2.LINE_AA)
+        x += width + int(rng.integers(0, 5))
+    cv2.rectangle(image, (0, 0), (w - 1, h - 1), (40, 40, 40), 2)
+    return image
+
+
 #: Per scheme: its characters, the lengths its texts are drawn from [low, high), and its maker.
 SCHEMES = {"lines": (CHARSET, (6, 8), make_image), "night": (NIGHT_CHARSET, (4, 7), make_night_image),
-           "colours": (COLOURS_CHARSET, (5, 6), make_colours_image)}
+           "colours": (COLOURS_CHARSET, (5, 6), make_colours_image),
+           "framed": (COLOURS_CHARSET, (5, 6), make_framed_image)}
 #: Per scheme: its images' (height, width).
-SIZES = {"lines": (HEIGHT, WIDTH), "night": (NIGHT_HEIGHT, NIGHT_WIDTH), "colours": (COLOURS_HEIGHT, COLOURS_WIDTH)}
+SIZES = {"lines": (HEIGHT, WIDTH), "night": (NIGHT_HEIGHT, NIGHT_WIDTH), "colours": (COLOURS_HEIGHT, COLOURS_WIDTH),
+         "framed": (COLOURS_HEIGHT, COLOURS_WIDTH)}
 
 
 def make_scheme(folder: Path, count: int, seed: int, scheme: str = "lines") -> None:

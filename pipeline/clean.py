@@ -47,8 +47,11 @@ def clean(
     min_stroke_for_opening: float = 3.5,
     speck_ratio: float = 0.03,
     upright_ratio: float = 0.0,
+    border_cover: float = 0.8,
+    border_band: float = 0.15,
 ) -> np.ndarray:
-    """Erase structures much thinner than the strokes, then connected components too small to be ink.
+    """Erase a frame, then structures much thinner than the strokes, then connected components too
+    small to be ink.
 
     Args:
         mask: bool (H, W), ink True. Not modified.
@@ -59,12 +62,37 @@ def clean(
         upright_ratio: where the opening runs, also keep the ink that an upright bar
             ``upright_ratio * stroke width`` tall (and one pixel wide) fits in: thin glyph strokes
             that run up and down survive, strike lines that run across do not; 0: off.
+        border_cover, border_band: :func:`frame`'s arguments (``border_cover`` 0: no frame removal).
 
     Returns:
         bool (H, W), the cleaned mask.
     """
     return clean_counted(mask, thin_ratio=thin_ratio, min_stroke_for_opening=min_stroke_for_opening,
-                         speck_ratio=speck_ratio, upright_ratio=upright_ratio)[0]
+                         speck_ratio=speck_ratio, upright_ratio=upright_ratio, border_cover=border_cover,
+                         border_band=border_band)[0]
+
+
+def frame(mask: np.ndarray, *, cover: float = 0.8, band: float = 0.15) -> np.ndarray:
+    """The ink of a frame drawn around the image: bool (H, W), True on every row within ``band``
+    of the height from the top or bottom edge that is inked along at least ``cover`` of the width,
+    and on every such column near the left or right edge.
+
+    Text never inks a whole row or column end to end, so nothing of a glyph is taken but the
+    pixels it shares with a frame it touches. Left in, a frame is one component as large as the
+    image: the text's span is the whole width, and the segmenter cuts the frame into glyphs.
+    """
+    h, w = mask.shape
+    lines = np.zeros(mask.shape, dtype=bool)
+    if cover <= 0:
+        return lines
+    reach_rows, reach_cols = int(np.ceil(band * h)), int(np.ceil(band * w))
+    row_ink = np.count_nonzero(mask, axis=1)
+    col_ink = np.count_nonzero(mask, axis=0)
+    rows = np.flatnonzero(row_ink >= cover * w)
+    cols = np.flatnonzero(col_ink >= cover * h)
+    lines[rows[(rows < reach_rows) | (rows >= h - reach_rows)]] = True
+    lines[:, cols[(cols < reach_cols) | (cols >= w - reach_cols)]] = True
+    return lines & mask
 
 
 def clean_counted(
@@ -74,6 +102,8 @@ def clean_counted(
     min_stroke_for_opening: float = 3.5,
     speck_ratio: float = 0.03,
     upright_ratio: float = 0.0,
+    border_cover: float = 0.8,
+    border_band: float = 0.15,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`clean`, and the ink areas (pixels, int (N,)) of the components it kept: those are
     the cleaned mask's own 8-connected components (dropping whole components joins or splits none
@@ -81,6 +111,10 @@ def clean_counted(
     """
     if mask.dtype != bool or mask.ndim != 2:
         raise ValueError(f"expected a bool (H, W) mask, got {mask.dtype} {mask.shape}")
+    if border_cover > 0:
+        border = frame(mask, cover=border_cover, band=border_band)
+        if border.any():
+            mask = mask & ~border
     ink = mask.astype(np.uint8)
     width = stroke_width(mask)
     if thin_ratio > 0 and width >= min_stroke_for_opening:

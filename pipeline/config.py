@@ -31,6 +31,10 @@ class CleanParams:
     #: Where the opening runs, also keep what an upright bar this many stroke widths tall fits in
     #: (thin upright glyph strokes; strike lines run across). 0: off, as in bundles before it.
     upright_ratio: float = 0.0
+    #: A frame: rows (columns) within ``border_band`` of the image's height (width) from an edge
+    #: that are inked along at least ``border_cover`` of their length are erased. 0: off.
+    border_cover: float = 0.8
+    border_band: float = 0.15
 
 
 @dataclass(frozen=True)

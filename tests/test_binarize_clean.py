@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.binarize import binarize
-from pipeline.clean import clean, clean_counted, components, stroke_width
+from pipeline.clean import clean, clean_counted, components, frame, stroke_width
 from pipeline.segment import propose, substantial
 
 
@@ -186,3 +186,53 @@ def test_specks_are_dropped_whatever_their_number(specks: int):
     big[0] = False
     np.testing.assert_array_equal(cleaned, big[labels])
     assert len(kept) == 2 and not any(cleaned[y, x] for y, x in placed) and len(placed) == specks
+
+
+def _glyph_bars(h: int = 40, w: int = 100) -> np.ndarray:
+    """Three upright 6x20 "glyphs" in a 40x100 mask."""
+    mask = np.zeros((h, w), bool)
+    for x in (20, 45, 70):
+        mask[10:30, x : x + 6] = True
+    return mask
+
+
+def _framed(mask: np.ndarray, inset: int = 0, width: int = 2) -> np.ndarray:
+    out = mask.copy()
+    h, w = out.shape
+    top, bottom, left, right = inset, h - inset, inset, w - inset
+    out[top : top + width, left:right] = out[bottom - width : bottom, left:right] = True
+    out[top:bottom, left : left + width] = out[top:bottom, right - width : right] = True
+    return out
+
+
+# what is drawn, what frame() must find (as a function of the glyph mask), cover
+FRAME_CASES = [
+    ("a 2-pixel frame at the edges", lambda m: _framed(m), lambda m: _framed(m) & ~m, 0.8),
+    ("a frame inset by 3 pixels", lambda m: _framed(m, inset=3), lambda m: _framed(m, inset=3) & ~m, 0.8),
+    ("no frame", lambda m: m, lambda m: np.zeros_like(m), 0.8),
+    ("a frame, removal off", lambda m: _framed(m), lambda m: np.zeros_like(m), 0.0),
+]
+
+
+@pytest.mark.parametrize(("case", "draw", "expected", "cover"), FRAME_CASES, ids=[c[0] for c in FRAME_CASES])
+def test_frame_finds_the_lines_around_the_image(case: str, draw, expected, cover: float) -> None:
+    glyphs = _glyph_bars()
+    np.testing.assert_array_equal(frame(draw(glyphs), cover=cover), expected(glyphs))
+
+
+def test_frame_leaves_text_and_lines_inside_the_band_alone() -> None:
+    mask = _glyph_bars()
+    mask[20, :] = True  # a line straight across the middle: a strike line, not a frame
+    mask[1, 10:70] = True  # a stroke along the top edge, 60 % of the width
+    assert not frame(mask).any()
+
+
+def test_clean_erases_a_frame_and_keeps_the_glyphs_it_touches() -> None:
+    glyphs = _glyph_bars()
+    glyphs[0:30, 20:26] = True  # the first glyph runs up into the frame's top side
+    cleaned, areas = clean_counted(_framed(glyphs), thin_ratio=0.0)
+    expected = glyphs.copy()
+    expected[0:2] = False  # only the pixels the glyph shares with the frame go
+    np.testing.assert_array_equal(cleaned, expected)
+    assert sorted(areas.tolist()) == [120, 120, 28 * 6]
+

@@ -23,7 +23,8 @@ def test_overrides_parse_each_field_as_its_type():
     ("clean", "expected SECTION.NAME=VALUE"),
     ("thin_ratio=0.4", "expected SECTION.NAME=VALUE"),
     ("colour.thin_ratio=0.4", "unknown section 'colour' (known: binarize, clean, segment, glyph)"),
-    ("clean.thin=0.4", "clean has no 'thin' (known: thin_ratio, min_stroke_for_opening, speck_ratio, upright_ratio)"),
+    ("clean.thin=0.4", "clean has no 'thin' (known: thin_ratio, min_stroke_for_opening, speck_ratio, upright_ratio, "
+     "border_cover, border_band)"),
     ("glyph.size=1.5", "'1.5' is not a int"),
     ("clean.thin_ratio=", "'' is not a float"),
     ("glyph.shade=maybe", "expected true or false"),
