@@ -55,6 +55,14 @@ COLOURS_CHARSET = "abcdefghkmnpqrstuvwxyz234578"
 COLOURS_HEIGHT, COLOURS_WIDTH = 50, 180
 
 
+def speckle(image: np.ndarray, rng: np.random.Generator, count: int) -> None:
+    """Draw ``count`` one-pixel-radius dots of random colours at random places on ``image``."""
+    h, w = image.shape[:2]
+    for _ in range(count):
+        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
+        cv2.circle(image, (int(rng.integers(0, w)), int(rng.integers(0, h))), 1, colour, -1)
+
+
 def make_image(text: str, rng: np.random.Generator) -> np.ndarray:
     """One BGR uint8 (HEIGHT, WIDTH, 3) CAPTCHA of ``text``."""
     start, end = rng.integers(150, 255, 3), rng.integers(150, 255, 3)
@@ -79,9 +87,7 @@ def make_image(text: str, rng: np.random.Generator) -> np.ndarray:
     ys = 32 + 8 * np.sin(xs / WIDTH * np.pi * rng.uniform(1, 3) + rng.uniform(0, 6))
     line = np.stack([xs, ys.astype(np.int32)], axis=1).reshape(-1, 1, 2)
     cv2.polylines(image, [line], False, tuple(float(v) for v in ink), 1, cv2.LINE_AA)
-    for _ in range(40):
-        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
-        cv2.circle(image, (int(rng.integers(0, WIDTH)), int(rng.integers(0, HEIGHT))), 1, colour, -1)
+    speckle(image, rng, 40)
     return image
 
 
@@ -98,9 +104,7 @@ def make_night_image(text: str, rng: np.random.Generator) -> np.ndarray:
         (width, _), _ = cv2.getTextSize(char, font, scale, 2)
         cv2.putText(image, char, (x, 30 + int(rng.integers(-3, 4))), font, scale, ink, 2, cv2.LINE_AA)
         x += width + int(rng.integers(-2, 3))
-    for _ in range(30):
-        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
-        cv2.circle(image, (int(rng.integers(0, w)), int(rng.integers(0, h))), 1, colour, -1)
+    speckle(image, rng, 30)
     # Rounded corners: transparent (alpha 0, black) further than NIGHT_CORNER pixels from the
     # rectangle inset by that much.
     r = NIGHT_CORNER
@@ -128,9 +132,7 @@ def make_colours_image(text: str, rng: np.random.Generator) -> np.ndarray:
         cv2.putText(image, char, (x, 35 + int(rng.integers(-4, 5))), font, scale,
                     tuple(float(v) for v in ink), 2, cv2.LINE_AA)
         x += width + int(rng.integers(0, 5))
-    for _ in range(25):
-        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
-        cv2.circle(image, (int(rng.integers(0, w)), int(rng.integers(0, h))), 1, colour, -1)
+    speckle(image, rng, 25)
     return image
 
 
