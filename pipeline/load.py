@@ -206,8 +206,8 @@ def _grey_levels(pixels: np.ndarray, luma_code: int, alpha: np.ndarray | None = 
     # RGB order whatever the decoder's (OpenCV's is BGR), so that both decoders' sums of squares
     # run in one order and give the same levels to the bit.
     colours = pixels[..., 2::-1] if luma_code in (cv2.COLOR_BGR2GRAY, cv2.COLOR_BGRA2GRAY) else pixels[..., :3]
-    opaque = None if alpha is None or cv2.minMaxLoc(alpha)[0] == 255 else alpha > 127
-    if opaque is not None and 2 * int(np.count_nonzero(opaque)) <= opaque.size:
+    opaque = None if alpha is None or cv2.minMaxLoc(alpha)[0] == 255 else _opaque(alpha)
+    if opaque is not None and not _holds_a_page(opaque):
         return luma
     # The chroma's mean over the image, by OpenCV on the decoder's planes (their order does not
     # matter here): some 20 microseconds for a CAPTCHA.
@@ -237,15 +237,26 @@ def _composite(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     if alpha.min() == 255:
         return np.ascontiguousarray(grey)
     weight = alpha.astype(np.float32) / 255.0
-    opaque = weight > 0.5
-    n_opaque = int(np.count_nonzero(opaque))
-    level = float(np.median(grey[opaque])) if n_opaque else 0.0
-    if 2 * n_opaque > opaque.size:
+    opaque = _opaque(alpha)
+    level = float(np.median(grey[opaque])) if opaque.any() else 0.0
+    if _holds_a_page(opaque):
         background = level  # a page with transparent corners or margins
     else:
         background = 255.0 if level < 128 else 0.0  # text on a transparent page
     blended = grey.astype(np.float32) * weight + background * (1.0 - weight)
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def _opaque(alpha: np.ndarray) -> np.ndarray:
+    """bool (H, W): the pixels more opaque than transparent (alpha over half of 255)."""
+    return alpha > 127
+
+
+def _holds_a_page(opaque: np.ndarray) -> bool:
+    """Whether the opaque pixels are a page (most of the image), not the text alone on a
+    transparent one: the one rule by which :func:`_grey_levels` and :func:`_composite` read
+    transparency."""
+    return 2 * int(np.count_nonzero(opaque)) > opaque.size
 
 
 def _stretch_to_uint8(values: np.ndarray) -> np.ndarray:

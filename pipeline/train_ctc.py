@@ -210,18 +210,20 @@ def train_ctc_reader(
                        "seconds": round(time.monotonic() - began, 1),
                        "best_accuracy": best.best_score[0]})
         first, done = done, done + ran
+        next_epochs = max(1, round(epochs * next_length))
+        # The next cycle's expected time: this one's per epoch run (it may have stopped early), times its epochs.
         if best.stopped_by == "time_budget" or not another_cycle(
             best_epoch=best.best_epoch, cycle_first=first, cycle_epochs=epochs,
             best_accuracy=best.best_score[0], elapsed_s=time.monotonic() - start,
-            cycle_s=(time.monotonic() - began) * next_length, budget_s=cycle_budget_s, cycles=len(cycles),
-            max_cycles=max_cycles,
+            cycle_s=(time.monotonic() - began) / max(1, ran) * next_epochs, budget_s=cycle_budget_s,
+            cycles=len(cycles), max_cycles=max_cycles,
         ):
             break
         log.info("ctc reader: still improving at epoch %d (best %d, selection accuracy %.4f); another cycle",
                  done, best.best_epoch + 1, best.best_score[0])
         best.restore()
         peak *= next_peak
-        epochs = max(1, round(epochs * next_length))
+        epochs = next_epochs
     seconds = time.monotonic() - start
     best.restore()
 
@@ -276,7 +278,7 @@ def another_cycle(
         cycle_first, cycle_epochs: the ended cycle's first epoch (0-based) and its planned length.
         best_accuracy: the selection accuracy of the best epoch.
         elapsed_s, cycle_s: seconds since training began, and what the next cycle is expected to
-            take (the ended cycle's own, times the next one's length over its).
+            take (the ended cycle's seconds per epoch run, times the next one's planned epochs).
         budget_s: the next cycle must be expected to end by then.
         cycles, max_cycles: cycles run so far, and the most allowed.
     """
