@@ -1,6 +1,7 @@
 """Train and read a scheme unlike the shipped ones, made here: does nothing assume their numbers?
 
-    python bench/synthetic.py [--scheme lines|night|colours|framed] [--images 900] [--seed 0] [--keep DIR]
+    python bench/synthetic.py [--scheme lines|night|colours|framed|imagecaptcha] [--images 900] [--seed 0]
+                              [--keep DIR]
                               [-- TRAIN_ARGS]
 
 Makes a seeded labelled folder (``labels.csv``) of a scheme that differs from both shipped ones
@@ -28,19 +29,32 @@ differ from it in hue only; coloured speckles, no line. Results: ``synthetic_col
 
 ``--scheme framed``: the colours scheme's size, letters and fonts, in dark grey on a light noisy
 page, inside a 2-pixel frame drawn around the image's edges. Results: ``synthetic_framed[_...].json``.
+
+``--scheme imagecaptcha``: images made by the ``captcha`` package's ``ImageCaptcha`` (the generator
+that many public CAPTCHA data sets and tutorials use; ``pip install -e '.[bench]'``), 60x160 RGB,
+4 characters of 36 (digits and upper case), each of the text's own colour on a pale page of
+another, warped, rotated and overlapping, with a curve in the text's colour through them and
+dots. The package draws from Python's ``secrets``, which cannot be seeded; here its draws come
+from a ``random.Random`` seeded with ``--seed`` instead, so a version of the package makes the
+same images every time (the version is in the results file). Results:
+``synthetic_imagecaptcha[_...].json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.metadata
 import json
+import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -53,6 +67,9 @@ NIGHT_CHARSET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 NIGHT_HEIGHT, NIGHT_WIDTH, NIGHT_CORNER = 40, 170, 7
 COLOURS_CHARSET = "abcdefghkmnpqrstuvwxyz234578"
 COLOURS_HEIGHT, COLOURS_WIDTH = 50, 180
+IMAGECAPTCHA_CHARSET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+IMAGECAPTCHA_HEIGHT, IMAGECAPTCHA_WIDTH = 60, 160
+T = TypeVar("T")
 
 
 def speckle(image: np.ndarray, rng: np.random.Generator, count: int) -> None:
@@ -151,18 +168,66 @@ def make_framed_image(text: str, rng: np.random.Generator) -> np.ndarray:
     return image
 
 
-#: Per scheme: its characters, the lengths its texts are drawn from [low, high), and its maker.
+class _SeededSecrets:
+    """What the ``captcha`` package asks of the ``secrets`` module, drawn from a seeded
+    ``random.Random`` instead: the package (0.7) draws every choice from ``secrets``, which
+    cannot be seeded, and a benchmark's images must be the same on every run."""
+
+    def __init__(self, seed: int) -> None:
+        self._random = random.Random(seed)
+
+    def randbelow(self, n: int) -> int:
+        return self._random.randrange(n)
+
+    def randbits(self, k: int) -> int:
+        return self._random.getrandbits(k)
+
+    def choice(self, seq: Sequence[T]) -> T:
+        return self._random.choice(seq)
+
+
+def imagecaptcha_maker(seed: int) -> Callable[[str, np.random.Generator], np.ndarray]:
+    """The ``captcha`` package's maker of ``--scheme imagecaptcha``: a function (text, rng) -> BGR
+    uint8 (IMAGECAPTCHA_HEIGHT, IMAGECAPTCHA_WIDTH, 3), its draws seeded by ``seed``."""
+    try:
+        import captcha.image
+    except ImportError:
+        raise SystemExit("--scheme imagecaptcha needs the captcha package: pip install -e '.[bench]'") from None
+    captcha.image.secrets = _SeededSecrets(seed)  # type: ignore[assignment]
+    maker = captcha.image.ImageCaptcha(width=IMAGECAPTCHA_WIDTH, height=IMAGECAPTCHA_HEIGHT)
+
+    def make(text: str, rng: np.random.Generator) -> np.ndarray:
+        rgb = np.asarray(maker.generate_image(text).convert("RGB"))
+        return np.ascontiguousarray(rgb[..., ::-1])
+
+    return make
+
+
+def imagecaptcha_version() -> str | None:
+    try:
+        return importlib.metadata.version("captcha")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+#: Per scheme: its characters, the lengths its texts are drawn from [low, high), and its maker (or
+#: a function of the seed that returns it, for a maker that needs an optional package).
 SCHEMES = {"lines": (CHARSET, (6, 8), make_image), "night": (NIGHT_CHARSET, (4, 7), make_night_image),
            "colours": (COLOURS_CHARSET, (5, 6), make_colours_image),
-           "framed": (COLOURS_CHARSET, (5, 6), make_framed_image)}
+           "framed": (COLOURS_CHARSET, (5, 6), make_framed_image),
+           "imagecaptcha": (IMAGECAPTCHA_CHARSET, (4, 5), imagecaptcha_maker)}
 #: Per scheme: its images' (height, width).
 SIZES = {"lines": (HEIGHT, WIDTH), "night": (NIGHT_HEIGHT, NIGHT_WIDTH), "colours": (COLOURS_HEIGHT, COLOURS_WIDTH),
-         "framed": (COLOURS_HEIGHT, COLOURS_WIDTH)}
+         "framed": (COLOURS_HEIGHT, COLOURS_WIDTH), "imagecaptcha": (IMAGECAPTCHA_HEIGHT, IMAGECAPTCHA_WIDTH)}
+#: Schemes whose entry in SCHEMES returns the maker.
+MADE_LATER = {"imagecaptcha"}
 
 
 def make_scheme(folder: Path, count: int, seed: int, scheme: str = "lines") -> None:
     """``count`` numbered PNGs and their ``labels.csv`` in ``folder``."""
     charset, (low, high), make = SCHEMES[scheme]
+    if scheme in MADE_LATER:
+        make = make(seed)
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -235,7 +300,8 @@ def main() -> int:
         "train_args": extra,
         "scheme": {"name": args.scheme, "images": args.images, "seed": args.seed,
                    "size": list(SIZES[args.scheme]),
-                   "charset": SCHEMES[args.scheme][0], "lengths": manifest["lengths"]},
+                   "charset": SCHEMES[args.scheme][0], "lengths": manifest["lengths"],
+                   **({"captcha_package": imagecaptcha_version()} if args.scheme == "imagecaptcha" else {})},
         "validation_images": len(rows),
         "routing": manifest.get("routing"),
         "training_seconds": {"command": round(train_seconds, 1),

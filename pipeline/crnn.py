@@ -189,17 +189,24 @@ def encode_labels(labels: Sequence[str], charset: str, *, max_length: int | None
 # --------------------------------------------------------------------------------------------
 
 
-def decode(probs: np.ndarray, charset: str) -> list[tuple[str, np.ndarray]]:
-    """Greedy best-path CTC decoding of a batch of frame probabilities.
+def decode(probs: np.ndarray, charset: str, lengths: Sequence[int] | None = None) -> list[tuple[str, np.ndarray]]:
+    """Greedy best-path CTC decoding of a batch of frame probabilities, kept to the scheme's lengths.
 
     The text comes from ``keras.ops.ctc_decode`` (greedy, blank = last index): take the most
     probable class per frame, merge runs of the same class, drop blanks, so "aa" needs a
     blank between the two runs. Each character's confidence is the highest probability its
     class reached over the frames of its run on that best path.
 
+    Where ``lengths`` is given and the best path reads a text of another length (a letter
+    merged into its twin, or lost to the blank), that text is certainly wrong: the image is
+    read instead by the most probable path that spells a text of an allowed length
+    (:func:`best_path_of_length`; Keras' decoders take no length). So no reading that was right
+    changes, and a reading whose length the scheme never has becomes one that may be right.
+
     Args:
         probs: ``float (B, T, len(charset) + 1)`` softmax outputs, blank last.
         charset: the characters of indices ``0 .. len(charset) - 1``.
+        lengths: the text lengths the scheme has (``Bundle.lengths``); None: any.
 
     Returns:
         for each image ``(text, confidences)``, ``confidences`` ``float32 (len(text),)``.
@@ -214,12 +221,13 @@ def decode(probs: np.ndarray, charset: str) -> list[tuple[str, np.ndarray]]:
     if batch == 0:
         return []
     blank = n_out - 1
-    lengths = np.full((batch,), frames, dtype=np.int32)
+    steps = np.full((batch,), frames, dtype=np.int32)
     # ctc_decode documents logits as input; greedy decoding only takes the per-frame argmax,
     # which probabilities share, and we ignore its score output.
-    decoded, _ = keras.ops.ctc_decode(probs, lengths, strategy="greedy", mask_index=blank)
+    decoded, _ = keras.ops.ctc_decode(probs, steps, strategy="greedy", mask_index=blank)
     # (1, B, T) with -1 after the end of each sequence.
     keras_paths = keras.ops.convert_to_numpy(decoded)[0]
+    allowed = None if lengths is None else sorted({int(n) for n in lengths})
 
     results: list[tuple[str, np.ndarray]] = []
     for path_idx, run_idx, run_conf in _best_path_runs(probs, blank=blank):
@@ -229,24 +237,111 @@ def decode(probs: np.ndarray, charset: str) -> list[tuple[str, np.ndarray]]:
             # Only possible on an exact tie between two classes in some frame; keep text and
             # confidences consistent by following our own argmax path.
             log.warning("ctc_decode and numpy best path differ on image %d; using the numpy path", path_idx)
+        if allowed and len(run_idx) not in allowed:
+            run_idx, run_conf = _best_allowed(probs[path_idx], allowed, blank=blank, fallback=(run_idx, run_conf))
         results.append(("".join(charset[i] for i in run_idx), run_conf))
     return results
+
+
+def _best_allowed(
+    probs: np.ndarray, allowed: Sequence[int], *, blank: int, fallback: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The emitted classes and run confidences of the most probable path (one image's
+    ``probs``, ``(T, K)``) among those of each allowed length; ``fallback`` where none fits in
+    the frames."""
+    logp = np.log(np.maximum(probs.astype(np.float64), 1e-30))
+    best: tuple[float, np.ndarray] | None = None
+    for n in allowed:
+        found = best_path_of_length(logp, n, blank=blank)
+        if found is not None and (best is None or found[0] > best[0]):
+            best = found
+    if best is None:
+        return fallback
+    path = best[1]
+    return _runs(path, probs[np.arange(len(path)), path], blank=blank)
+
+
+def best_path_of_length(logp: np.ndarray, n: int, *, blank: int) -> tuple[float, np.ndarray] | None:
+    """The most probable CTC path over ``T`` frames whose text has exactly ``n`` characters.
+
+    Viterbi over states (characters emitted so far, last frame's class): a frame of the blank
+    or of the class before emits nothing; a frame of another class starts a new character.
+
+    Args:
+        logp: ``float (T, K)`` log-probabilities, ``blank`` one of the K classes.
+        n: the text's length.
+
+    Returns:
+        (the path's log-probability, its class per frame, ``int64 (T,)``), or None where no path
+        of ``T`` frames spells ``n`` characters.
+    """
+    frames, k = logp.shape
+    if n < 0 or frames == 0 or n > frames:
+        return None
+    chars = np.array([c for c in range(k) if c != blank], dtype=np.int64)
+    neg = -np.inf
+    score = np.full((n + 1, k), neg)  # score[m, c]: best path so far with m characters, last class c
+    score[0, blank] = logp[0, blank]
+    if n >= 1:
+        score[1, chars] = logp[0, chars]
+    prev = np.zeros((frames, n + 1, k), dtype=np.int64)  # the class of the frame before, per state
+    rows = np.arange(n + 1)
+    for t in range(1, frames):
+        first = score.argmax(axis=1)
+        top = score[rows, first]
+        masked = score.copy()
+        masked[rows, first] = neg
+        second = masked.argmax(axis=1)
+        runner = masked[rows, second]
+        new = np.full((n + 1, k), neg)
+        # The blank: from any class, with as many characters.
+        new[:, blank] = top + logp[t, blank]
+        prev[t, :, blank] = first
+        # A class c with m characters: the run of c goes on (from c, m characters), or c starts
+        # the m-th character (from the best other class with m - 1).
+        stay = score[:, chars]
+        start = np.full((n + 1, len(chars)), neg)
+        start_from = np.zeros((n + 1, len(chars)), dtype=np.int64)
+        if n >= 1:
+            other = first[:-1, None] != chars[None, :]
+            start[1:] = np.where(other, top[:-1, None], runner[:-1, None])
+            start_from[1:] = np.where(other, first[:-1, None], second[:-1, None])
+        goes_on = stay >= start
+        new[:, chars] = np.where(goes_on, stay, start) + logp[t, chars][None, :]
+        prev[t][:, chars] = np.where(goes_on, chars[None, :], start_from)
+        score = new
+    last = int(score[n].argmax())
+    total = float(score[n, last])
+    if not np.isfinite(total):
+        return None
+    path = np.empty(frames, dtype=np.int64)
+    m, c = n, last
+    for t in range(frames - 1, -1, -1):
+        path[t] = c
+        if t == 0:
+            break
+        before = int(prev[t, m, c])
+        if c != blank and before != c:
+            m -= 1
+        c = before
+    return total, path
+
+
+def _runs(path: np.ndarray, conf: np.ndarray, *, blank: int) -> tuple[np.ndarray, np.ndarray]:
+    """A path's emitted classes and, for each, the highest probability over the frames of its run."""
+    # A run starts where the class changes; runs of the blank emit nothing.
+    starts = np.flatnonzero(np.concatenate([[True], path[1:] != path[:-1]]))
+    run_cls = path[starts]
+    run_max = np.maximum.reduceat(conf, starts)
+    keep = run_cls != blank
+    return run_cls[keep].astype(np.int64), run_max[keep].astype(np.float32)
 
 
 def _best_path_runs(probs: np.ndarray, *, blank: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Per image: (index, emitted class indices, per-class max probability over its run)."""
     best = probs.argmax(axis=-1)  # (B, T)
     best_p = probs.max(axis=-1)  # (B, T)
-    out = []
-    for b in range(best.shape[0]):
-        path, conf = best[b], best_p[b]
-        # A run starts where the class changes; runs of the blank emit nothing.
-        starts = np.flatnonzero(np.concatenate([[True], path[1:] != path[:-1]]))
-        run_cls = path[starts]
-        run_max = np.maximum.reduceat(conf, starts)
-        keep = run_cls != blank
-        out.append((b, run_cls[keep].astype(np.int64), run_max[keep].astype(np.float32)))
-    return out
+    return [(b, *_runs(best[b], best_p[b], blank=blank)) for b in range(best.shape[0])]
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,6 +357,8 @@ class CtcReader:
     charset: str
     height: int
     width: int
+    #: The scheme's text lengths (:func:`decode`), None: any.
+    lengths: tuple[int, ...] | None = None
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> CtcReader:
@@ -282,17 +379,20 @@ class CtcReader:
                 f"bundle {bundle.name!r}: ctc entry has n_classes={arch['n_classes']}, blank_index="
                 f"{entry.get('blank_index')} for a {len(charset)}-character charset"
             )
-        return cls.from_weights(weights, charset=charset, architecture=arch)
+        return cls.from_weights(weights, charset=charset, architecture=arch, lengths=bundle.lengths)
 
     @classmethod
-    def from_weights(cls, weights: str | Path, *, charset: str, architecture: dict[str, Any]) -> CtcReader:
+    def from_weights(cls, weights: str | Path, *, charset: str, architecture: dict[str, Any],
+                     lengths: Sequence[int] | None = None) -> CtcReader:
         """Rebuild with ``build_crnn(**architecture)``, load a ``.weights.h5`` file, and read with
-        the ``build_crnn(reading=True)`` form of that network."""
+        the ``build_crnn(reading=True)`` form of that network; ``lengths``: the scheme's text
+        lengths, to which readings are kept (:func:`decode`)."""
         training, _ = build_crnn(**architecture)
         training.load_weights(weights)
         _, fast = build_crnn(**{**architecture, "reading": True})
         transfer(fast, training, norm_of=lambda conv: "bn" + conv.removeprefix("conv"))
-        return cls(model=fast, charset=charset, height=int(architecture["height"]), width=int(architecture["width"]))
+        return cls(model=fast, charset=charset, height=int(architecture["height"]), width=int(architecture["width"]),
+                   lengths=None if lengths is None else tuple(int(n) for n in lengths))
 
     def read(self, grays: Sequence[np.ndarray], *, batch_size: int = 256) -> list[tuple[str, np.ndarray]]:
         """Read grey ``uint8 (H, W)`` images; one model call per batch of ``batch_size``.
@@ -316,7 +416,7 @@ class CtcReader:
             raise ValueError(f"expected inputs of shape (B, {self.height}, {self.width}[, 1]), got {x.shape}")
         results: list[tuple[str, np.ndarray]] = []
         for start in range(0, len(x), batch_size):
-            results.extend(decode(self.predict_probs(x[start : start + batch_size]), self.charset))
+            results.extend(decode(self.predict_probs(x[start : start + batch_size]), self.charset, self.lengths))
         return results
 
     def warm_up(self) -> None:

@@ -265,7 +265,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
                                           [p.planes()[0] for p in sel_set[0]], sel_set[1],
                                           charset=charset, out_dir=args.out, seed=args.seed, verbose=2, **extra)
         readers["ctc"]["selection"] = readers["ctc"].pop("validation")
-        readers["ctc"]["validation"] = _ctc_validation(args.out, readers["ctc"], charset, val_set)
+        readers["ctc"]["validation"] = _ctc_validation(args.out, readers["ctc"], charset, lengths, val_set)
         log.info("ctc reader: validation %s", readers["ctc"]["validation"])
 
     manifest: dict[str, Any] = {
@@ -326,13 +326,15 @@ def _glyph_figures(folder: Path, entry: dict[str, Any], charset: str, lengths: t
     return figures
 
 
-def _ctc_validation(folder: Path, entry: dict[str, Any], charset: str,
+def _ctc_validation(folder: Path, entry: dict[str, Any], charset: str, lengths: tuple[int, ...],
                     val_set: tuple[Sequence[Prepared], Sequence[str]]) -> dict[str, Any]:
-    """Figures of the saved CRNN on held-out images."""
+    """Figures of the saved CRNN on held-out images, read as ``pipeline.run`` reads them (its
+    readings kept to the scheme's ``lengths``)."""
     from pipeline.crnn import CtcReader
     from pipeline.train_ctc import exact_and_cer
 
-    reader = CtcReader.from_weights(folder / entry["weights"], charset=charset, architecture=entry["architecture"])
+    reader = CtcReader.from_weights(folder / entry["weights"], charset=charset, architecture=entry["architecture"],
+                                    lengths=lengths)
     texts = [text for text, _ in reader.read([p.planes()[0] for p in val_set[0]])]
     accuracy, cer = exact_and_cer(texts, list(val_set[1]))
     return {"images": len(texts), "accuracy": accuracy, "char_error_rate": cer}

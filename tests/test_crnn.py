@@ -6,6 +6,7 @@ minute on two cores; tiny model configurations keep the Keras parts fast.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -24,6 +25,7 @@ from pipeline.crnn import (
     CtcLoss,
     CtcReader,
     _best_path_runs,
+    best_path_of_length,
     build_crnn,
     decode,
     encode_labels,
@@ -141,6 +143,7 @@ def test_reader_from_bundle_verifies_hash(tmp_path: Path) -> None:
     }
     _write_bundle(tmp_path, entry)
     reader = CtcReader.from_bundle(load_bundle(tmp_path))
+    assert reader.lengths == (3,)  # the bundle's: readings are kept to them
     results = reader.read([_render("123"), _render("45", width=40)], batch_size=1)
     assert len(results) == 2 and all(isinstance(text, str) for text, _ in results)
     assert all(conf.shape == (len(text),) for text, conf in results)
@@ -218,6 +221,65 @@ def test_numpy_best_path_agrees_with_keras_ctc_decode() -> None:
     for b, classes, conf in _best_path_runs(probs, blank=5):
         np.testing.assert_array_equal(classes, keras_paths[b][keras_paths[b] >= 0])
         assert len(conf) == len(classes)
+
+
+@pytest.mark.parametrize(
+    ("frames", "lengths", "text"),
+    [
+        # "aab" read "ab": the blank between the a's lost to a second "a" frame; the best
+        # three-letter path puts the blank back where it is likeliest.
+        ([(0, 0.9), (0, 0.5), (0, 0.9), (1, 0.9)], (3,), "aab"),
+        # One letter too many: the weakest run of a letter gives way to the blank.
+        ([(0, 0.9), B, (1, 0.4), B, (2, 0.9)], (2,), "ac"),
+        # A letter lost to the blank comes back: its frame's runner-up.
+        ([(0, 0.9), (B, 0.5), (2, 0.9)], (3,), "a?c"),
+        # An allowed length is left as it is, whatever else is allowed.
+        ([0, B, 1], (2, 3), "ab"),
+        # Of several allowed lengths, the likelier path wins: dropping the weak "b" costs less
+        # than a fourth letter in the closing blank frame.
+        ([(0, 0.9), (1, 0.3), (2, 0.9), B], (2, 4), "ac"),
+        # No path of T frames spells more than T letters: the greedy reading stays.
+        ([0, 1], (3,), "ab"),
+    ],
+)
+def test_decode_keeps_readings_to_the_schemes_lengths(frames: list, lengths: tuple[int, ...], text: str) -> None:
+    probs = _probs(frames, 4)
+    if "?" in text:  # the lost letter: whichever class is the blank frame's runner-up
+        probs[1, :B] = [0.1, 0.3, 0.1]
+        probs[1] /= probs[1].sum()
+        text = text.replace("?", "b")
+    [(got, conf)] = decode(probs[None], "abc", lengths)
+    assert got == text
+    assert conf.dtype == np.float32 and conf.shape == (len(text),)
+    # Without lengths, the greedy reading.
+    [(greedy, _)] = decode(probs[None], "abc")
+    assert (got == greedy) == (len(greedy) in lengths or len(frames) < min(lengths))
+
+
+def test_best_path_of_length_is_the_best_path_of_that_length() -> None:
+    """Against every path of a few frames: the Viterbi's path spells n letters and no path that
+    spells n letters is more probable."""
+
+    def spelled(path: tuple[int, ...], blank: int) -> int:
+        return sum(1 for t, c in enumerate(path) if c != blank and (t == 0 or path[t - 1] != c))
+
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        frames, classes = int(rng.integers(1, 6)), int(rng.integers(2, 4))
+        blank = classes - 1
+        logp = np.log(rng.dirichlet(np.ones(classes), size=frames))
+        paths = list(itertools.product(range(classes), repeat=frames))
+        for n in range(frames + 2):
+            scores = [sum(logp[t, c] for t, c in enumerate(p)) for p in paths if spelled(p, blank) == n]
+            found = best_path_of_length(logp, n, blank=blank)
+            if not scores:
+                assert found is None
+                continue
+            assert found is not None
+            total, path = found
+            assert spelled(tuple(path.tolist()), blank) == n
+            assert total == pytest.approx(max(scores))
+            assert total == pytest.approx(float(logp[np.arange(frames), path].sum()))
 
 
 # ---------------------------------------------------------------------------------- labels / loss
