@@ -31,7 +31,7 @@ from pipeline.crnn import (
     encode_labels,
 )
 from pipeline.line_input import prepare_batch
-from pipeline.train_ctc import another_cycle, augment_image, exact_and_cer, train_ctc_reader
+from pipeline.train_ctc import another_cycle, augment_image, exact_and_cer, patience_from, train_ctc_reader
 
 TINY = {"height": 16, "width": 48, "n_classes": 10, "conv_filters": (4, 8), "rnn_units": (8,), "dense_units": 8}
 DIGITS = "0123456789"
@@ -432,6 +432,21 @@ def test_another_cycle(best_epoch: int, accuracy: float, elapsed: float, cycle_s
                          max_cycles=3) is expected
 
 
+@pytest.mark.parametrize(
+    ("cycle_first", "cycle_epochs", "first", "expected"),
+    [
+        (0, 21, True, 0),  # a first cycle: patience counts from its start
+        (21, 42, False, 42),  # a later one: from its midpoint
+        (21, 43, False, 42),  # (rounded down)
+        (63, 84, False, 105),
+        (5, 1, False, 5),  # a one-epoch cycle has no earlier midpoint
+    ],
+)
+def test_patience_counts_from_a_later_cycles_midpoint(cycle_first: int, cycle_epochs: int, first: bool,
+                                                      expected: int) -> None:
+    assert patience_from(cycle_first, cycle_epochs, first=first) == expected
+
+
 @pytest.mark.parametrize(("next_length", "next_peak"), [(2.0, 1.0), (1.0, 0.5)])
 def test_train_ctc_reader_cycles_follow_the_rule(tmp_path: Path, next_length: float, next_peak: float) -> None:
     """Cycles as recorded in the entry: each after the first follows a cycle that
@@ -453,6 +468,8 @@ def test_train_ctc_reader_cycles_follow_the_rule(tmp_path: Path, next_length: fl
     assert sum(c["epochs"] for c in cycles) == training["epochs"]
     assert [c["peak_learning_rate"] for c in cycles] == [3e-3 * next_peak**i for i in range(len(cycles))]
     assert [c["planned_epochs"] for c in cycles] == [round(2 * next_length**i) for i in range(len(cycles))]
+    # A later cycle's patience (5) counts from its midpoint: none of these short cycles can stop early.
+    assert all(c["epochs"] == c["planned_epochs"] for c in cycles[1:])
     # Tiny data never reads every selection image right here, and a 2- or 4-epoch cycle ends
     # "late" exactly when its last epoch is the best so far: a cycle stops the run only without that.
     assert all(c["best_accuracy"] < 1.0 for c in cycles)
