@@ -256,6 +256,7 @@ def train_ctc_reader(
             "batch_size": batch_size,
             "max_epochs": max_epochs,
             "patience": patience,
+            "patience_counts_from": "a later cycle's midpoint",  # train_ctc.patience_from, since session 29
             "learning_rate": {"peak": learning_rate, "schedule": "linear warm-up + cosine decay"},
             "cycles": cycles,
             "max_cycles": max_cycles,
