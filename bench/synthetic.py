@@ -210,24 +210,26 @@ def imagecaptcha_version() -> str | None:
         return None
 
 
-#: Per scheme: its characters, the lengths its texts are drawn from [low, high), and its maker (or
-#: a function of the seed that returns it, for a maker that needs an optional package).
-SCHEMES = {"lines": (CHARSET, (6, 8), make_image), "night": (NIGHT_CHARSET, (4, 7), make_night_image),
-           "colours": (COLOURS_CHARSET, (5, 6), make_colours_image),
-           "framed": (COLOURS_CHARSET, (5, 6), make_framed_image),
+def _fixed(make: Callable[[str, np.random.Generator], np.ndarray]) -> Callable[[int], Callable]:
+    """A scheme's maker as a function of the seed, for a maker that draws from ``rng`` alone."""
+    return lambda seed: make
+
+
+#: Per scheme: its characters, the lengths its texts are drawn from [low, high), and its maker as
+#: a function of the image seed (the ``captcha`` package needs its own draws seeded).
+SCHEMES = {"lines": (CHARSET, (6, 8), _fixed(make_image)), "night": (NIGHT_CHARSET, (4, 7), _fixed(make_night_image)),
+           "colours": (COLOURS_CHARSET, (5, 6), _fixed(make_colours_image)),
+           "framed": (COLOURS_CHARSET, (5, 6), _fixed(make_framed_image)),
            "imagecaptcha": (IMAGECAPTCHA_CHARSET, (4, 5), imagecaptcha_maker)}
 #: Per scheme: its images' (height, width).
 SIZES = {"lines": (HEIGHT, WIDTH), "night": (NIGHT_HEIGHT, NIGHT_WIDTH), "colours": (COLOURS_HEIGHT, COLOURS_WIDTH),
          "framed": (COLOURS_HEIGHT, COLOURS_WIDTH), "imagecaptcha": (IMAGECAPTCHA_HEIGHT, IMAGECAPTCHA_WIDTH)}
-#: Schemes whose entry in SCHEMES returns the maker.
-MADE_LATER = {"imagecaptcha"}
 
 
 def make_scheme(folder: Path, count: int, seed: int, scheme: str = "lines") -> None:
     """``count`` numbered PNGs and their ``labels.csv`` in ``folder``."""
-    charset, (low, high), make = SCHEMES[scheme]
-    if scheme in MADE_LATER:
-        make = make(seed)
+    charset, (low, high), maker_for = SCHEMES[scheme]
+    make = maker_for(seed)
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -88,8 +88,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "(default: the CTC trainer's own, 1)")
     parser.add_argument("--ctc-patience", type=int, default=None, metavar="EPOCHS",
                         help="epochs without a better CRNN selection score before a cycle stops, the same "
-                             "for every cycle (default: the CTC trainer's own, a third of the first cycle's "
-                             "epochs, at least 3)")
+                             "for every cycle, counted in a later cycle from its midpoint at the earliest "
+                             "(default: the CTC trainer's own, a third of the first cycle's epochs, at least 3)")
     parser.add_argument("--glyph-size", type=int, default=GlyphParams.size,
                         help="side of the glyph CNN's square input crops, pixels (default %(default)s)")
     parser.add_argument("--glyph-shade", action=argparse.BooleanOptionalAction, default=True,
