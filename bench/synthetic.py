@@ -1,6 +1,7 @@
 """Train and read a scheme unlike the shipped ones, made here: does nothing assume their numbers?
 
-    python bench/synthetic.py [--scheme lines|night|colours|framed|imagecaptcha] [--images 900] [--seed 0]
+    python bench/synthetic.py [--scheme lines|night|colours|framed|imagecaptcha|smallcaptcha] [--images 900]
+                              [--seed 0]
                               [--keep DIR]
                               [-- TRAIN_ARGS]
 
@@ -38,12 +39,17 @@ dots. The package draws from Python's ``secrets``, which cannot be seeded; here 
 from a ``random.Random`` seeded with ``--seed`` instead, so a version of the package makes the
 same images every time (the version is in the results file). Results:
 ``synthetic_imagecaptcha[_...].json``.
+
+``--scheme smallcaptcha``: the same generator at a small size, 30x90 RGB with the font sizes scaled
+to it (21, 25, 28 px), 4 or 5 characters of 36 (digits and lower case): glyphs a few pixels wide
+that overlap more than they stand apart. Results: ``synthetic_smallcaptcha[_...].json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import importlib.metadata
 import json
 import random
@@ -69,6 +75,8 @@ COLOURS_CHARSET = "abcdefghkmnpqrstuvwxyz234578"
 COLOURS_HEIGHT, COLOURS_WIDTH = 50, 180
 IMAGECAPTCHA_CHARSET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 IMAGECAPTCHA_HEIGHT, IMAGECAPTCHA_WIDTH = 60, 160
+SMALLCAPTCHA_CHARSET = "0123456789abcdefghijklmnopqrstuvwxyz"
+SMALLCAPTCHA_HEIGHT, SMALLCAPTCHA_WIDTH, SMALLCAPTCHA_FONT_SIZES = 30, 90, (21, 25, 28)
 T = TypeVar("T")
 
 
@@ -186,15 +194,16 @@ class _SeededSecrets:
         return self._random.choice(seq)
 
 
-def imagecaptcha_maker(seed: int) -> Callable[[str, np.random.Generator], np.ndarray]:
-    """The ``captcha`` package's maker of ``--scheme imagecaptcha``: a function (text, rng) -> BGR
-    uint8 (IMAGECAPTCHA_HEIGHT, IMAGECAPTCHA_WIDTH, 3), its draws seeded by ``seed``."""
+def imagecaptcha_maker(seed: int, *, height: int = IMAGECAPTCHA_HEIGHT, width: int = IMAGECAPTCHA_WIDTH,
+                       font_sizes: tuple[int, ...] | None = None) -> Callable[[str, np.random.Generator], np.ndarray]:
+    """The ``captcha`` package's maker (``--scheme imagecaptcha``, ``smallcaptcha``): a function
+    (text, rng) -> BGR uint8 (height, width, 3), its draws seeded by ``seed``."""
     try:
         import captcha.image
     except ImportError:
         raise SystemExit("--scheme imagecaptcha needs the captcha package: pip install -e '.[bench]'") from None
     captcha.image.secrets = _SeededSecrets(seed)  # type: ignore[assignment]
-    maker = captcha.image.ImageCaptcha(width=IMAGECAPTCHA_WIDTH, height=IMAGECAPTCHA_HEIGHT)
+    maker = captcha.image.ImageCaptcha(width=width, height=height, font_sizes=font_sizes)
 
     def make(text: str, rng: np.random.Generator) -> np.ndarray:
         rgb = np.asarray(maker.generate_image(text).convert("RGB"))
@@ -220,10 +229,16 @@ def _fixed(make: Callable[[str, np.random.Generator], np.ndarray]) -> Callable[[
 SCHEMES = {"lines": (CHARSET, (6, 8), _fixed(make_image)), "night": (NIGHT_CHARSET, (4, 7), _fixed(make_night_image)),
            "colours": (COLOURS_CHARSET, (5, 6), _fixed(make_colours_image)),
            "framed": (COLOURS_CHARSET, (5, 6), _fixed(make_framed_image)),
-           "imagecaptcha": (IMAGECAPTCHA_CHARSET, (4, 5), imagecaptcha_maker)}
+           "imagecaptcha": (IMAGECAPTCHA_CHARSET, (4, 5), imagecaptcha_maker),
+           "smallcaptcha": (SMALLCAPTCHA_CHARSET, (4, 6), functools.partial(
+               imagecaptcha_maker, height=SMALLCAPTCHA_HEIGHT, width=SMALLCAPTCHA_WIDTH,
+               font_sizes=SMALLCAPTCHA_FONT_SIZES))}
+#: The schemes the ``captcha`` package makes.
+CAPTCHA_PACKAGE = ("imagecaptcha", "smallcaptcha")
 #: Per scheme: its images' (height, width).
 SIZES = {"lines": (HEIGHT, WIDTH), "night": (NIGHT_HEIGHT, NIGHT_WIDTH), "colours": (COLOURS_HEIGHT, COLOURS_WIDTH),
-         "framed": (COLOURS_HEIGHT, COLOURS_WIDTH), "imagecaptcha": (IMAGECAPTCHA_HEIGHT, IMAGECAPTCHA_WIDTH)}
+         "framed": (COLOURS_HEIGHT, COLOURS_WIDTH), "imagecaptcha": (IMAGECAPTCHA_HEIGHT, IMAGECAPTCHA_WIDTH),
+         "smallcaptcha": (SMALLCAPTCHA_HEIGHT, SMALLCAPTCHA_WIDTH)}
 
 
 def make_scheme(folder: Path, count: int, seed: int, scheme: str = "lines") -> None:
@@ -303,7 +318,7 @@ def main() -> int:
         "scheme": {"name": args.scheme, "images": args.images, "seed": args.seed,
                    "size": list(SIZES[args.scheme]),
                    "charset": SCHEMES[args.scheme][0], "lengths": manifest["lengths"],
-                   **({"captcha_package": imagecaptcha_version()} if args.scheme == "imagecaptcha" else {})},
+                   **({"captcha_package": imagecaptcha_version()} if args.scheme in CAPTCHA_PACKAGE else {})},
         "validation_images": len(rows),
         "routing": manifest.get("routing"),
         "training_seconds": {"command": round(train_seconds, 1),
