@@ -358,8 +358,8 @@ def scheme_params(grays: Sequence[np.ndarray], height: int, params: StageParams)
 
 def choose_threshold(manifest: dict[str, Any], folder: Path, sel_set: tuple[Sequence[Prepared], Sequence[str]]
                      ) -> dict[str, Any]:
-    """The per-glyph confidence threshold that maximises auto's accuracy on the selection images
-    (:func:`best_threshold`; ties go to the reader that reads more of them right on its own)."""
+    """The per-glyph confidence threshold for auto, chosen on the selection images
+    (:func:`routing_choice`), with the evidence for it."""
     from pipeline.bundle import Bundle
     from pipeline.crnn import CtcReader
     from pipeline.glyph_cnn import GlyphClassifier
@@ -369,8 +369,49 @@ def choose_threshold(manifest: dict[str, Any], folder: Path, sel_set: tuple[Sequ
     prepared, labels = sel_set
     segment = [r for r, *_ in read_segments(prepared, GlyphClassifier.from_bundle(bundle), lengths, every=True)]
     ctc = [Reading(t, c) for t, c in CtcReader.from_bundle(bundle).read([p.planes()[0] for p in prepared])]
-    threshold, accuracy = best_threshold(segment, ctc, labels)
-    return {"threshold": threshold, "selection_accuracy": accuracy, "selection_images": len(labels)}
+    return {**routing_choice(segment, ctc, labels), "selection_images": len(labels)}
+
+
+#: The sign test's level under which auto's gain over the stronger reader alone, on the selection
+#: images, is taken as real rather than what a search over 101 thresholds finds in noise.
+ROUTING_ALPHA = 0.05
+
+
+def routing_choice(segment: Sequence[Reading], ctc: Sequence[Reading], labels: Sequence[str]) -> dict[str, Any]:
+    """The routing threshold and the evidence for it (``bench/HISTORY.md``, *Routing*, session 30).
+
+    :func:`best_threshold` searches; where one reader reads more of ``labels`` right alone, auto at
+    the threshold found is compared, image by image, with that reader's end of the range (1.0 for
+    the CRNN, 0.0 for the glyph reader): ``wins`` images only auto reads right, ``losses`` only the
+    end. The threshold found is kept when a one-sided sign test gives p < :data:`ROUTING_ALPHA`,
+    else the stronger reader's end is used. With no stronger reader there is no end to fall back
+    to, and the threshold found stays.
+    """
+    from scipy.stats import binomtest
+
+    found, accuracy = best_threshold(segment, ctc, labels)
+    choice: dict[str, Any] = {"threshold": found, "selection_accuracy": accuracy, "searched_threshold": found}
+    seg_right = sum(s.text == label for s, label in zip(segment, labels, strict=True))
+    ctc_right = sum(c.text == label for c, label in zip(ctc, labels, strict=True))
+    if seg_right == ctc_right:
+        choice["stronger_alone"] = None
+        return choice
+    end = 1.0 if ctc_right > seg_right else 0.0
+    at_found, at_end = auto_right(segment, ctc, labels, found), auto_right(segment, ctc, labels, end)
+    wins = int(np.sum(at_found & ~at_end))
+    losses = int(np.sum(at_end & ~at_found))
+    p = float(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue) if wins + losses else 1.0
+    choice.update(stronger_alone="ctc" if end == 1.0 else "glyph", wins=wins, losses=losses, p=round(p, 4))
+    if p >= ROUTING_ALPHA:
+        choice.update(threshold=end, selection_accuracy=float(at_end.mean()))
+    return choice
+
+
+def auto_right(segment: Sequence[Reading], ctc: Sequence[Reading], labels: Sequence[str], threshold: float
+               ) -> np.ndarray:
+    """Which of ``labels`` auto reads right at ``threshold`` (``recognize.route``), as booleans."""
+    return np.array([(s.text if route(s, "auto", threshold, True)[0] == "segment" else c.text) == label
+                     for s, c, label in zip(segment, ctc, labels, strict=True)], dtype=bool)
 
 
 def best_threshold(segment: Sequence[Reading], ctc: Sequence[Reading], labels: Sequence[str]) -> tuple[float, float]:
@@ -388,10 +429,7 @@ def best_threshold(segment: Sequence[Reading], ctc: Sequence[Reading], labels: S
     towards = 1.0 if ctc_right >= seg_right else -1.0
     best: tuple[float, float, float] = (-1.0, 0.0, 0.0)
     for threshold in np.round(np.arange(0.0, 1.0001, 0.01), 2):
-        right = sum(
-            (s.text if route(s, "auto", float(threshold), True)[0] == "segment" else c.text) == label
-            for s, c, label in zip(segment, ctc, labels, strict=True)
-        )
+        right = int(auto_right(segment, ctc, labels, float(threshold)).sum())
         best = max(best, (right / max(1, len(labels)), towards * float(threshold), float(threshold)))
     return best[2], best[0]
 

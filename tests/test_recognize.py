@@ -217,3 +217,37 @@ def test_routing_ties_go_towards_the_reader_that_is_stronger_alone(ctc_texts: li
                Reading("aa", np.array([0.6, 0.9])), Reading("ba", np.array([0.95, 0.95]))]
     ctc = [Reading(t, np.array([0.9, 0.9])) for t in ctc_texts]
     assert best_threshold(segment, ctc, labels) == (expected, 0.75)
+
+
+def _readers(pattern: str) -> tuple[list[Reading], list[Reading], list[str]]:
+    """One image a letter: S the segment reading is right and sure (0.9), C the CRNN is right and
+    the segment reading wrong and unsure (0.5), B both right (segment unsure), N neither."""
+    labels = [f"{c}{i}" for i, c in enumerate(pattern)]
+    segment = [Reading(label if c in "SB" else "??", np.array([0.9 if c == "S" else 0.5] * 2))
+               for c, label in zip(pattern, labels, strict=True)]
+    ctc = [Reading(label if c in "CB" else "!!", np.array([0.9, 0.9]))
+           for c, label in zip(pattern, labels, strict=True)]
+    return segment, ctc, labels
+
+
+@pytest.mark.parametrize(("pattern", "threshold", "expected"), [
+    # The CRNN reads 8 alone, the glyph reader 2; auto at 0.9 reads all 10: 2 wins, no loss,
+    # p = 0.25: not evidence, so the CRNN's end.
+    ("SS" + "C" * 8, 1.0, {"searched_threshold": 0.9, "stronger_alone": "ctc", "wins": 2, "losses": 0, "p": 0.25,
+                           "selection_accuracy": 0.8}),
+    # 5 wins, no loss: p = 1/32 < 0.05, the threshold found stays.
+    ("SSSSS" + "C" * 7, 0.9, {"wins": 5, "losses": 0, "p": 0.0312, "selection_accuracy": 1.0}),
+    # The glyph reader is the stronger: its end is 0.0, where every sure or unsure reading stays.
+    ("S" * 8 + "CC", 0.0, {"stronger_alone": "glyph", "wins": 2, "losses": 0, "selection_accuracy": 0.8}),
+    # The readers read as many alone: nothing to fall back to, the threshold found stays.
+    ("SSSSS" + "CCCCC", 0.9, {"stronger_alone": None, "selection_accuracy": 1.0}),
+    # The threshold found is the stronger reader's end: nothing to test.
+    ("C" * 6 + "BN", 1.0, {"searched_threshold": 1.0, "wins": 0, "losses": 0, "p": 1.0}),
+])
+def test_routing_leaves_the_stronger_reader_only_on_a_sign_tests_evidence(pattern: str, threshold: float,
+                                                                          expected: dict):
+    from pipeline.train import routing_choice
+
+    choice = routing_choice(*_readers(pattern))
+    assert choice["threshold"] == threshold
+    assert {key: choice[key] for key in expected} == expected

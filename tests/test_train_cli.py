@@ -73,6 +73,9 @@ def test_train_tiny_bundle_then_run_it(tmp_path: Path):
     # How a network is read (its reading form) is not part of which network it is.
     assert not READING_ONLY & set(manifest["readers"]["glyph"]["architecture"])
     assert 0.0 <= manifest["routing"]["threshold"] <= 1.0 and manifest["routing"]["selection_images"] == 5
+    # The threshold the search found is recorded beside the one kept (the stronger reader's end
+    # where a sign test does not back it).
+    assert 0.0 <= manifest["routing"]["searched_threshold"] <= 1.0
     json.dumps(manifest)
 
     out = tmp_path / "out"
