@@ -90,6 +90,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="epochs without a better CRNN selection score before a cycle stops, the same "
                              "for every cycle, counted in a later cycle from its midpoint at the earliest "
                              "(default: the CTC trainer's own, a third of the first cycle's epochs, at least 3)")
+    parser.add_argument("--ctc-height", type=int, default=None, metavar="PIXELS",
+                        help="the CRNN's input height, a multiple of 8 up to 256 (default: the training images' median "
+                             "height, clipped to 16-32 and rounded up to a multiple of 8)")
     parser.add_argument("--glyph-size", type=int, default=GlyphParams.size,
                         help="side of the glyph CNN's square input crops, pixels (default %(default)s)")
     parser.add_argument("--glyph-shade", action=argparse.BooleanOptionalAction, default=True,
@@ -172,6 +175,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         raise ValueError(f"--ctc-next-length must be 1 to 8, got {args.ctc_next_length}")
     if args.ctc_next_peak is not None and not 0.0 < args.ctc_next_peak <= 1.0:
         raise ValueError(f"--ctc-next-peak must be above 0 and at most 1, got {args.ctc_next_peak}")
+    if args.ctc_height is not None and (args.ctc_height % 8 or not 8 <= args.ctc_height <= 256):
+        raise ValueError(f"--ctc-height must be a multiple of 8 from 8 to 256, got {args.ctc_height}")
     if args.ctc_budget is not None and not 0.0 <= args.ctc_budget < float("inf"):
         raise ValueError(f"--ctc-budget must be a number of seconds, at least 0, got {args.ctc_budget}")
     for flag, value in (("--val-fraction", args.val_fraction), ("--select-fraction", args.select_fraction)):
@@ -259,7 +264,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         from pipeline.train_ctc import train_ctc_reader
 
         given = {"max_epochs": args.ctc_epochs, "max_cycles": args.ctc_cycles, "cycle_budget_s": args.ctc_budget,
-                 "next_length": args.ctc_next_length, "next_peak": args.ctc_next_peak, "patience": args.ctc_patience}
+                 "next_length": args.ctc_next_length, "next_peak": args.ctc_next_peak, "patience": args.ctc_patience,
+                 "height": args.ctc_height}
         extra = {name: value for name, value in given.items() if value is not None}
         readers["ctc"] = train_ctc_reader([p.planes()[0] for p in train_set[0]], train_set[1],
                                           [p.planes()[0] for p in sel_set[0]], sel_set[1],

@@ -127,10 +127,9 @@ def train_ctc_reader(
             end within ``cycle_budget_s`` seconds of the start and at most ``max_cycles`` run
             (:func:`another_cycle`). A scheme that needs more updates than :data:`TARGET_STEPS`
             then gets them, and one that does not pays nothing.
-        height: model input height (None: the training images' median height, clipped to
-            16..32 and rounded down to a multiple of 8: 32 for captcha_v2's 50-pixel images, 24
-            for wp_rsc's). The width follows from the widest training image's aspect ratio (a
-            multiple of 4, at least enough frames for the longest label).
+        height: model input height, a multiple of 8 (None: :func:`input_height`). The width
+            follows from the widest training image's aspect ratio (a multiple of 4, at least
+            enough frames for the longest label).
         learning_rate: peak Adam learning rate (after a warm-up of ~3 epochs).
         architecture: overrides of :func:`pipeline.crnn.build_crnn` keyword arguments.
         augment: apply :data:`AUGMENTATION` to the training images.
@@ -151,10 +150,9 @@ def train_ctc_reader(
     rng = np.random.default_rng(seed)
 
     if height is None:
-        # Larger inputs cost time without helping: 40 pixels instead of 32 did no better on
-        # captcha_v2; smaller native images are not upscaled.
-        median_h = float(np.median([g.shape[0] for g in train_grays]))
-        height = int(np.clip(median_h, 16, 32)) // 8 * 8
+        height = input_height([g.shape[0] for g in train_grays])
+    if height % 8 or not 8 <= height <= 256:
+        raise ValueError(f"the CRNN's input height must be a multiple of 8 from 8 to 256, got {height}")
     max_len = max(len(t) for t in [*train_labels, *val_labels])
     width = _model_width(train_grays, height=height, max_label_length=max_len)
     # Every builder argument is written out, defaults included, so the manifest still rebuilds
@@ -326,6 +324,15 @@ def exact_and_cer(predicted: Sequence[str], truth: Sequence[str]) -> tuple[float
     exact = sum(p == t for p, t in zip(predicted, truth, strict=True))
     edits = sum(edit_distance(p, t) for p, t in zip(predicted, truth, strict=True))
     return exact / len(truth), edits / max(1, sum(len(t) for t in truth))
+
+
+def input_height(heights: Sequence[int]) -> int:
+    """The CRNN's default input height for images of these heights: their median, clipped to
+    16..32 and rounded up to a multiple of 8 (the network pools height by 8): 32 for captcha_v2's
+    50-pixel images, 24 for wp_rsc's, 32 for a 30-pixel scheme. Larger inputs cost time without
+    helping (40 pixels did no better than 32 on captcha_v2); rounding down shrank small schemes'
+    few-pixel glyphs further (``bench/HISTORY.md``, *The CRNN's input*, session 30)."""
+    return int(math.ceil(float(np.clip(np.median(heights), 16, 32)) / 8)) * 8
 
 
 def _model_width(grays: Sequence[np.ndarray], *, height: int, max_label_length: int) -> int:

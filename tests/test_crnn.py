@@ -493,3 +493,18 @@ def test_further_cycles_must_not_shrink_or_rise(tmp_path: Path, next_length: flo
 
 def test_exact_and_cer() -> None:
     assert exact_and_cer(["abc", "abd", ""], ["abc", "abc", "ab"]) == (pytest.approx(1 / 3), pytest.approx(3 / 8))
+
+
+@pytest.mark.parametrize(("heights", "expected"), [
+    ([50, 50, 50], 32),  # captcha_v2: larger images are shrunk to 32
+    ([24, 24], 24),  # wp_rsc: a multiple of 8 stays
+    ([30, 30, 31], 32),  # a small scheme is rounded up, never shrunk (24 before session 30)
+    ([20], 24),
+    ([12, 12], 16),  # the least
+    ([60, 30, 30], 32),  # the median decides
+    ([400], 32),
+])
+def test_the_crnn_input_height_rounds_small_schemes_up(heights: list[int], expected: int):
+    from pipeline.train_ctc import input_height
+
+    assert input_height(heights) == expected

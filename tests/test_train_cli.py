@@ -109,7 +109,9 @@ def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.Lo
                                  ("--ctc-next-length", "0.5", "--ctc-next-length must be 1 to 8"),
                                  ("--ctc-next-peak", "0", "--ctc-next-peak must be above 0"),
                                  ("--ctc-next-peak", "nan", "--ctc-next-peak must be above 0"),
-                                 ("--ctc-budget", "nan", "--ctc-budget must be a number of seconds")):
+                                 ("--ctc-budget", "nan", "--ctc-budget must be a number of seconds"),
+                                 ("--ctc-height", "30", "--ctc-height must be a multiple of 8"),
+                                 ("--ctc-height", "0", "--ctc-height must be a multiple of 8 from 8")):
         assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), flag, value]) == 3
         assert message in caplog.text
     assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--glyph-filters", "16", "0", "32"]) == 3
