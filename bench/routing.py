@@ -29,14 +29,16 @@ RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.batches import prepare_all  # noqa: E402
-from pipeline.bundle import load_bundle  # noqa: E402
-from pipeline.config import StageParams  # noqa: E402
-from pipeline.crnn import CtcReader  # noqa: E402
-from pipeline.dataset import list_images  # noqa: E402
-from pipeline.glyph_cnn import GlyphClassifier  # noqa: E402
-from pipeline.recognize import Reading, read_segments  # noqa: E402
-from pipeline.train import auto_right, best_threshold, routing_choice  # noqa: E402
+from pipeline.bundle import BundleError, load_bundle, quiet_tensorflow  # noqa: E402
+
+with quiet_tensorflow():  # TensorFlow's native start-up notices
+    from pipeline.batches import prepare_all
+    from pipeline.config import StageParams
+    from pipeline.crnn import CtcReader
+    from pipeline.dataset import FolderError, list_images
+    from pipeline.glyph_cnn import GlyphClassifier
+    from pipeline.recognize import Reading, read_segments
+    from pipeline.train import auto_right, best_threshold, routing_choice
 
 CURVE = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
@@ -62,10 +64,11 @@ def read_part(bundle, folder: Path, files: list[str], classifier, ctc_reader
 def measure(where: Path, images: Path | None) -> dict:
     bundle = load_bundle(where / "bundle" if (where / "bundle" / "manifest.json").is_file() else where)
     folder = images or (where / "images" if (where / "images").is_dir() else ROOT / bundle.manifest["data"]["folder"])
-    classifier, ctc_reader = GlyphClassifier.from_bundle(bundle), CtcReader.from_bundle(bundle)
     data = bundle.manifest["data"]
-    parts = {part: read_part(bundle, folder, data[f"{part}_files"], classifier, ctc_reader)
-             for part in ("selection", "validation")}
+    with quiet_tensorflow():
+        classifier, ctc_reader = GlyphClassifier.from_bundle(bundle), CtcReader.from_bundle(bundle)
+        parts = {part: read_part(bundle, folder, data[f"{part}_files"], classifier, ctc_reader)
+                 for part in ("selection", "validation")}
     searched, _ = best_threshold(*parts["selection"])
     evidence = routing_choice(*parts["selection"])
     out: dict = {"bundle": str(bundle.path), "images": str(folder), "bundle_command": bundle.manifest.get("command"),
@@ -95,7 +98,10 @@ def main() -> int:
     parser.add_argument("--images", type=Path, help="the folder holding the bundle's selection and validation files")
     parser.add_argument("--tag", help="results file tag (default: the folder's name)")
     args = parser.parse_args()
-    result = measure(args.where, args.images)
+    try:
+        result = measure(args.where, args.images)
+    except (BundleError, FolderError) as exc:
+        raise SystemExit(f"routing: {exc}") from None
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"routing_{args.tag or args.where.resolve().name}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
