@@ -93,6 +93,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ctc-height", type=int, default=None, metavar="PIXELS",
                         help="the CRNN's input height, a multiple of 8 up to 256 (default: the training images' median "
                              "height, clipped to 16-32 and rounded up to a multiple of 8)")
+    parser.add_argument("--ctc-augment-probability", type=float, default=None, metavar="P",
+                        help="the share of CRNN training images augmented each time they are drawn, 0 to 1 "
+                             "(default: the CTC trainer's own, 0.5)")
     parser.add_argument("--glyph-size", type=int, default=GlyphParams.size,
                         help="side of the glyph CNN's square input crops, pixels (default %(default)s)")
     parser.add_argument("--glyph-shade", action=argparse.BooleanOptionalAction, default=True,
@@ -177,6 +180,8 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
         raise ValueError(f"--ctc-next-peak must be above 0 and at most 1, got {args.ctc_next_peak}")
     if args.ctc_height is not None and (args.ctc_height % 8 or not 8 <= args.ctc_height <= 256):
         raise ValueError(f"--ctc-height must be a multiple of 8 from 8 to 256, got {args.ctc_height}")
+    if args.ctc_augment_probability is not None and not 0.0 <= args.ctc_augment_probability <= 1.0:
+        raise ValueError(f"--ctc-augment-probability must be from 0 to 1, got {args.ctc_augment_probability}")
     if args.ctc_budget is not None and not 0.0 <= args.ctc_budget < float("inf"):
         raise ValueError(f"--ctc-budget must be a number of seconds, at least 0, got {args.ctc_budget}")
     for flag, value in (("--val-fraction", args.val_fraction), ("--select-fraction", args.select_fraction)):
@@ -265,7 +270,7 @@ def train(args: argparse.Namespace, *, command: str) -> dict[str, Any]:
 
         given = {"max_epochs": args.ctc_epochs, "max_cycles": args.ctc_cycles, "cycle_budget_s": args.ctc_budget,
                  "next_length": args.ctc_next_length, "next_peak": args.ctc_next_peak, "patience": args.ctc_patience,
-                 "height": args.ctc_height}
+                 "height": args.ctc_height, "augment_probability": args.ctc_augment_probability}
         extra = {name: value for name, value in given.items() if value is not None}
         readers["ctc"] = train_ctc_reader([p.planes()[0] for p in train_set[0]], train_set[1],
                                           [p.planes()[0] for p in sel_set[0]], sel_set[1],

@@ -96,6 +96,7 @@ def train_ctc_reader(
     learning_rate: float = 3e-3,
     architecture: dict[str, Any] | None = None,
     augment: bool = True,
+    augment_probability: float | None = None,
     verbose: int = 1,
 ) -> dict[str, Any]:
     """Train the CRNN, write ``out_dir / "ctc.weights.h5"`` and return its manifest entry.
@@ -133,6 +134,8 @@ def train_ctc_reader(
         learning_rate: peak Adam learning rate (after a warm-up of ~3 epochs).
         architecture: overrides of :func:`pipeline.crnn.build_crnn` keyword arguments.
         augment: apply :data:`AUGMENTATION` to the training images.
+        augment_probability: the share of training images augmented each time they are drawn
+            (None: :data:`AUGMENTATION`'s).
         verbose: Keras progress output (0 silent, 1 bar, 2 a line per epoch).
 
     Returns:
@@ -178,7 +181,11 @@ def train_ctc_reader(
         patience = max(3, max_epochs // 3)
     elif patience < 1:
         raise ValueError(f"patience must be at least 1 epoch, got {patience}")
+    if augment_probability is not None and not 0.0 <= augment_probability <= 1.0:
+        raise ValueError(f"the augmented share must be from 0 to 1, got {augment_probability}")
     augmentation = dict(AUGMENTATION) if augment else {}
+    if augmentation and augment_probability is not None:
+        augmentation["probability"] = augment_probability
     batches = _AugmentedBatches(x_train, y_train, batch_size=batch_size, rng=rng, augmentation=augmentation)
     best = _BestOnValidation(
         inference, x_val, list(val_labels), charset=charset, patience=patience, time_budget_s=time_budget_s

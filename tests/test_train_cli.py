@@ -111,7 +111,9 @@ def test_train_refuses_a_folder_without_labels(tmp_path: Path, caplog: pytest.Lo
                                  ("--ctc-next-peak", "nan", "--ctc-next-peak must be above 0"),
                                  ("--ctc-budget", "nan", "--ctc-budget must be a number of seconds"),
                                  ("--ctc-height", "30", "--ctc-height must be a multiple of 8"),
-                                 ("--ctc-height", "0", "--ctc-height must be a multiple of 8 from 8")):
+                                 ("--ctc-height", "0", "--ctc-height must be a multiple of 8 from 8"),
+                                 ("--ctc-augment-probability", "1.5", "--ctc-augment-probability must be from 0"),
+                                 ("--ctc-augment-probability", "nan", "--ctc-augment-probability must be from 0")):
         assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), flag, value]) == 3
         assert message in caplog.text
     assert train_main([str(tmp_path), "--out", str(tmp_path / "b"), "--glyph-filters", "16", "0", "32"]) == 3
