@@ -38,7 +38,7 @@ with quiet_tensorflow():  # TensorFlow's native start-up notices
     from pipeline.dataset import FolderError, list_images
     from pipeline.glyph_cnn import GlyphClassifier
     from pipeline.recognize import Reading, read_segments
-    from pipeline.train import auto_right, best_threshold, routing_choice
+    from pipeline.train import auto_right, best_threshold, readers_right, routing_choice
 
 CURVE = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
@@ -76,11 +76,11 @@ def measure(where: Path, images: Path | None) -> dict:
                  "rules": {"search": {"threshold": searched}, "evidence": evidence}, "parts": {}}
     for part, (segment, ctc, labels) in parts.items():
         n = len(labels)
-        ctc_alone = auto_right(segment, ctc, labels, 1.0)
+        seg_alone, ctc_alone = readers_right(segment, ctc, labels)
         entry: dict = {
             "images": n,
-            "segment_alone": sum(s.text == label for s, label in zip(segment, labels, strict=True)),
-            "ctc_alone": sum(c.text == label for c, label in zip(ctc, labels, strict=True)),
+            "segment_alone": int(seg_alone.sum()),
+            "ctc_alone": int(ctc_alone.sum()),
             "auto_by_threshold": {str(t): int(auto_right(segment, ctc, labels, t).sum()) for t in CURVE},
         }
         for rule, chosen in out["rules"].items():

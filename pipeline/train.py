@@ -402,8 +402,7 @@ def routing_choice(segment: Sequence[Reading], ctc: Sequence[Reading], labels: S
 
     found, accuracy = best_threshold(segment, ctc, labels)
     choice: dict[str, Any] = {"threshold": found, "selection_accuracy": accuracy, "searched_threshold": found}
-    seg_right = sum(s.text == label for s, label in zip(segment, labels, strict=True))
-    ctc_right = sum(c.text == label for c, label in zip(ctc, labels, strict=True))
+    seg_right, ctc_right = (int(right.sum()) for right in readers_right(segment, ctc, labels))
     if seg_right == ctc_right:
         choice["stronger_alone"] = None
         return choice
@@ -416,6 +415,13 @@ def routing_choice(segment: Sequence[Reading], ctc: Sequence[Reading], labels: S
     if p >= ROUTING_ALPHA:
         choice.update(threshold=end, selection_accuracy=float(at_end.mean()))
     return choice
+
+
+def readers_right(segment: Sequence[Reading], ctc: Sequence[Reading], labels: Sequence[str]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``labels`` each reader alone reads right (segment, CRNN), as booleans."""
+    return (np.array([s.text == label for s, label in zip(segment, labels, strict=True)], dtype=bool),
+            np.array([c.text == label for c, label in zip(ctc, labels, strict=True)], dtype=bool))
 
 
 def auto_right(segment: Sequence[Reading], ctc: Sequence[Reading], labels: Sequence[str], threshold: float
@@ -435,8 +441,7 @@ def best_threshold(segment: Sequence[Reading], ctc: Sequence[Reading], labels: S
     glyph reader. A tie is no evidence that the weaker reader helps, so the images it leaves
     undecided go to the stronger one (``bench/HISTORY.md``, *Routing*, session 26).
     """
-    seg_right = sum(s.text == label for s, label in zip(segment, labels, strict=True))
-    ctc_right = sum(c.text == label for c, label in zip(ctc, labels, strict=True))
+    seg_right, ctc_right = (int(right.sum()) for right in readers_right(segment, ctc, labels))
     towards = 1.0 if ctc_right >= seg_right else -1.0
     best: tuple[float, float, float] = (-1.0, 0.0, 0.0)
     for threshold in np.round(np.arange(0.0, 1.0001, 0.01), 2):
